@@ -1,0 +1,26 @@
+# The benchmark (bench/README).  It is an EXTRA_PROGRAM: `make`, `make check`
+# and `make install` never build it; `make bench` builds and runs it.  Its
+# sources are in the tarball because automake distributes the _SOURCES of
+# EXTRA_PROGRAMS.  GLib, for the baseline columns, is optional.
+EXTRA_PROGRAMS += bench/bench
+bench_bench_SOURCES = \
+	bench/bench.c bench/bench.h \
+	bench/w1.c bench/w2.c bench/w3.c bench/w4.c bench/w5.c
+bench_bench_CPPFLAGS = $(AM_CPPFLAGS)
+bench_bench_CFLAGS = $(AM_CFLAGS)
+bench_bench_LDADD = src/libaiometer.la $(PTHREAD_LIBS)
+# -no-install: a real binary, not a libtool wrapper script, so that perf,
+# valgrind and W4's re-execution of itself see the program itself.
+bench_bench_LDFLAGS = $(AM_LDFLAGS) -no-install
+if HAVE_GLIB
+bench_bench_CPPFLAGS += -DBENCH_HAVE_GLIB
+bench_bench_CFLAGS += $(GLIB_CFLAGS)
+bench_bench_LDADD += $(GLIB_LIBS)
+endif
+CLEANFILES += bench/bench$(EXEEXT)
+EXTRA_DIST += bench/README bench/rss.sh
+
+# BENCH_ARGS picks workloads and repetitions: make bench BENCH_ARGS="-r 7 w1 w3".
+.PHONY: bench
+bench: bench/bench$(EXEEXT)
+	$(AM_V_at)bench/bench$(EXEEXT) $(BENCH_ARGS)

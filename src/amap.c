@@ -1,0 +1,211 @@
+/* amap.c - results as they finish: the streaming iterator.
+ *
+ * The iterator owns a call in AIO_MODE_STREAM and its completion queue.  Jobs
+ * run on the pool's threads; the consumer takes results in aiometer_amap_next
+ * and runs a job itself only when no thread of the pool comes to help (a
+ * saturated pool, or an amap opened by a job of a one-thread pool). */
+#include "config.h"
+#include "call.h"
+#include "clock.h"
+#include "sync.h"
+
+#include <errno.h>
+#include <stdint.h>
+
+/* How long the consumer waits for the pool's threads before it concludes
+ * that none will come and runs a job itself. */
+#define AIO_HELP_WAIT_NS (2 * UINT64_C(1000000))
+
+struct aiometer_amap {
+    struct aio_call call;
+    struct aio_cq cq;
+    int alone;       /* the last wait saw no participant come: help at once */
+    int end_told;    /* next has returned ECANCELED or ETIMEDOUT */
+};
+
+static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], size_t n,
+                     aiometer_source_fn source, void *state, const aiometer_options *opts)
+{
+    aiometer_amap *it;
+    struct aio_call *c;
+    size_t cap, want;
+    int err;
+
+    err = aio_options_check(opts);
+    if (err)
+        return err;
+    it = aio_calloc(1, sizeof(*it));
+    if (!it)
+        return ENOMEM;
+    c = &it->call;
+    err = aio_call_init(c, AIO_MODE_STREAM, source ? SIZE_MAX : n, opts);
+    if (err) {
+        aio_free(it);
+        return err;
+    }
+    cap = opts && opts->max_buffered ? opts->max_buffered : 4 * c->slots;
+    if (cap < 256 && !(opts && opts->max_buffered))
+        cap = 256;
+    err = aio_cq_init(&it->cq, cap, opts ? opts->ordered : 0);
+    if (err) {
+        aio_call_finish(c);
+        aio_free(it);
+        return err;
+    }
+    c->cq = &it->cq;
+    c->fn = fn;
+    c->args = args;
+    c->source = source;
+    c->source_state = state;
+
+    aio_call_begin(c);
+    want = c->n < c->slots ? c->n : c->slots;
+    aio_call_post(c, want);
+    *out = it;
+    return 0;
+}
+
+int aiometer_amap_open(aiometer_amap **it, aiometer_fn fn, void *const args[], size_t n,
+                       const aiometer_options *opts)
+{
+    if (!it || !fn || (!args && n > 0))
+        return EINVAL;
+    return amap_open(it, fn, args, n, NULL, NULL, opts);
+}
+
+int aiometer_amap_open_source(aiometer_amap **it, aiometer_fn fn, aiometer_source_fn next,
+                              void *state, const aiometer_options *opts)
+{
+    if (!it || !fn || !next)
+        return EINVAL;
+    return amap_open(it, fn, NULL, 0, next, state, opts);
+}
+
+/* Called with the lock held after a result was taken: wake participants
+ * waiting for room once half the window is free, not on every result. */
+static void wake_for_room_locked(aiometer_amap *it)
+{
+    struct aio_call *c = &it->call;
+    size_t pos, end, half;
+
+    if (!c->space_waiters)
+        return;
+    pos = c->source ? c->pulled : atomic_load(&c->next);
+    end = aio_cq_window(&it->cq);
+    half = it->cq.cap / 2 ? it->cq.cap / 2 : 1;
+    if (end > pos && end - pos >= half)
+        pthread_cond_broadcast(&c->space_cv);
+}
+
+int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
+{
+    struct aio_call *c;
+    size_t idx;
+    void *r;
+    int ret;
+
+    if (!it || !result)
+        return EINVAL;
+    c = &it->call;
+    aio_lock(&c->lock);
+    for (;;) {
+        int stop;
+
+        aio_call_check_deadline_locked(c);
+        stop = atomic_load(&c->stop);
+        if (stop == AIO_STOP_FAILED && !c->err_reported) {
+            c->err_reported = 1;
+            ret = c->err;
+            break;
+        }
+        if (aio_cq_pop(&it->cq, &r, &idx)) {
+            wake_for_room_locked(it);
+            *result = r;
+            if (index)
+                *index = idx;
+            ret = 0;
+            break;
+        }
+        if (atomic_load(&c->participants) == 0) {
+            if (!aio_call_has_work(c)) {
+                /* Nothing runs, nothing is left, nothing is buffered. */
+                ret = stop == AIO_STOP_CANCELLED ? ECANCELED
+                      : stop == AIO_STOP_TIMEOUT ? ETIMEDOUT
+                                                 : AIOMETER_DONE;
+                it->end_told = ret != AIOMETER_DONE;
+                break;
+            }
+            if (c->deadline == AIO_NEVER) {
+                if (!it->alone) {
+                    /* Give the pool's threads a moment to come. */
+                    uint64_t until = aio_now_ns() + AIO_HELP_WAIT_NS;
+                    c->done_waiters++;
+                    aio_cond_wait_until(&c->done_cv, &c->lock, until);
+                    c->done_waiters--;
+                    if (atomic_load(&c->participants) == 0 && it->cq.count == 0 &&
+                        aio_now_ns() >= until)
+                        it->alone = 1;
+                    continue;
+                }
+                if (aio_call_join(c)) {
+                    aio_unlock(&c->lock);
+                    aio_call_work(c, 1);
+                    aio_call_leave(c);
+                    aio_lock(&c->lock);
+                    continue;
+                }
+            }
+        } else {
+            it->alone = 0;
+        }
+        c->done_waiters++;
+        /* Once stopped there is no deadline left to watch. */
+        aio_cond_wait_until(&c->done_cv, &c->lock,
+                            atomic_load(&c->stop) == AIO_GOING ? c->deadline : AIO_NEVER);
+        c->done_waiters--;
+    }
+    aio_unlock(&c->lock);
+    return ret;
+}
+
+int aiometer_amap_cancel(aiometer_amap *it)
+{
+    if (!it)
+        return EINVAL;
+    aio_call_stop(&it->call, AIO_STOP_CANCELLED, 0, 0);
+    return 0;
+}
+
+int aiometer_amap_close(aiometer_amap *it)
+{
+    struct aio_call *c;
+    int ret = 0;
+
+    if (!it)
+        return EINVAL;
+    c = &it->call;
+    aio_lock(&c->lock);
+    if (atomic_load(&c->stop) == AIO_GOING) {
+        /* Leaving the block: the jobs still run, their results go nowhere,
+         * and nothing holds them back any more. */
+        aio_cq_discard(&it->cq);
+        pthread_cond_broadcast(&c->space_cv);
+    }
+    aio_unlock(&c->lock);
+    if (c->deadline == AIO_NEVER && aio_call_join(c)) {
+        aio_call_work(c, 0);
+        aio_call_leave(c);
+    }
+    aio_call_wait(c);
+
+    if (c->err && !c->err_reported)
+        ret = c->err;
+    else if (atomic_load(&c->stop) == AIO_STOP_TIMEOUT && !it->end_told)
+        ret = ETIMEDOUT;
+    /* The failure's error, if any, was the call's; what close returns is
+     * decided above, so finish's own verdict is not needed. */
+    aio_call_finish(c);
+    aio_cq_destroy(&it->cq);
+    aio_free(it);
+    return ret;
+}

@@ -1,0 +1,803 @@
+/* call.c - a call's life: set-up, the participants' job loop, failure and
+ * cancellation, and what a job can ask of its call. */
+#include "config.h"
+#include "call.h"
+#include "clock.h"
+#include "pool.h"
+#include "sync.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef HAVE_SYS_EVENTFD_H
+#include <sys/eventfd.h>
+#endif
+
+/* The call whose job this thread is running, so that aiometer_fail() and the
+ * other job-side functions find it.  Each participant's loop pushes one and
+ * pops it on the way out, so nested calls stack. */
+struct aio_ctx {
+    struct aio_call *call;
+    int fail_err;
+    struct aio_ctx *prev;
+};
+static _Thread_local struct aio_ctx *aio_tls;
+
+/* Adaptive batches.  A participant claims one job at a time until it sees
+ * that a whole batch finishes in under AIO_BATCH_GROW_NS; then it doubles the
+ * batch, up to AIO_BATCH_MAX, and halves it again when a batch takes longer
+ * than AIO_BATCH_SHRINK_NS.  So tiny jobs cost one atomic operation per
+ * hundreds of jobs, while a slow job holds back at most the few jobs that
+ * were claimed with it when jobs were still fast. */
+#define AIO_BATCH_MAX 1024
+#define AIO_BATCH_GROW_NS 20000
+#define AIO_BATCH_SHRINK_NS 100000
+
+/* Default progress interval and stream buffer. */
+#define AIO_PROGRESS_NS (AIO_NS_PER_S / 10)
+
+struct aio_local {
+    size_t started, completed, failed;
+    uint64_t rate_wait_ns;
+};
+
+static int rate_valid(double rate)
+{
+    return rate > 0 && isfinite(rate);
+}
+
+int aio_options_check(const aiometer_options *o)
+{
+    if (!o)
+        return 0;
+    if (isnan(o->max_per_second) || o->max_per_second < 0)
+        return EINVAL;
+    if (rate_valid(o->max_per_second)) {
+        struct aio_gcra probe;
+        if (aio_gcra_init(&probe, o->max_per_second, o->max_burst))
+            return EINVAL;
+    }
+    if (isnan(o->timeout) || o->timeout < 0)
+        return EINVAL;
+    if (isnan(o->progress_interval) || o->progress_interval < 0)
+        return EINVAL;
+    return 0;
+}
+
+int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options *opts)
+{
+    static const aiometer_options defaults;
+    aiometer_pool *pool;
+    int err;
+
+    if (!opts)
+        opts = &defaults;
+    err = aio_options_check(opts);
+    if (err)
+        return err;
+    err = aio_pool_resolve(opts->pool, &pool);
+    if (err)
+        return err;
+
+    memset(c, 0, sizeof(*c));
+    c->pool = pool;
+    c->mode = mode;
+    c->n = n;
+    c->slots = pool->max_threads;
+    if (opts->max_at_once && opts->max_at_once < c->slots)
+        c->slots = opts->max_at_once;
+    if (rate_valid(opts->max_per_second)) {
+        aio_gcra_init(&c->own_rate, opts->max_per_second, opts->max_burst);
+        c->has_rate = 1;
+    }
+    c->shared = opts->limiter;
+    c->t_start = aio_now_ns();
+    c->deadline = AIO_NEVER;
+    if (opts->timeout > 0 && isfinite(opts->timeout))
+        c->deadline = aio_add_ns(c->t_start, aio_seconds_to_ns(opts->timeout));
+    /* With a deadline the caller stays free to watch it; an amap consumer
+     * runs a job only from inside aiometer_amap_next(). */
+    c->caller_runs = c->deadline == AIO_NEVER && mode != AIO_MODE_STREAM;
+    c->progress = opts->progress;
+    c->progress_arg = opts->progress_arg;
+    c->progress_every = opts->progress_interval > 0 ? aio_seconds_to_ns(opts->progress_interval)
+                                                    : AIO_PROGRESS_NS;
+    c->stats_out = opts->stats;
+    atomic_init(&c->next, 0);
+    atomic_init(&c->stop, AIO_GOING);
+    atomic_init(&c->source_done, 0);
+    atomic_init(&c->participants, 0);
+    atomic_init(&c->winner, SIZE_MAX);
+    atomic_init(&c->started, 0);
+    atomic_init(&c->completed, 0);
+    atomic_init(&c->failed, 0);
+    atomic_init(&c->running, 0);
+    atomic_init(&c->peak, 0);
+    atomic_init(&c->rate_wait_ns, 0);
+    atomic_init(&c->p_started, 0);
+    atomic_init(&c->p_completed, 0);
+    atomic_init(&c->p_failed, 0);
+    atomic_init(&c->p_last, c->t_start);
+    atomic_flag_clear(&c->p_busy);
+    c->efd = c->efd_w = -1;
+
+    err = aio_mutex_init(&c->lock);
+    if (err)
+        return err;
+    err = aio_cond_init(&c->done_cv);
+    if (err)
+        goto fail_done;
+    err = aio_cond_init(&c->stop_cv);
+    if (err)
+        goto fail_stop;
+    err = aio_cond_init(&c->space_cv);
+    if (err)
+        goto fail_space;
+    return 0;
+
+fail_space:
+    pthread_cond_destroy(&c->stop_cv);
+fail_stop:
+    pthread_cond_destroy(&c->done_cv);
+fail_done:
+    pthread_mutex_destroy(&c->lock);
+    return err == ENOMEM ? ENOMEM : EAGAIN;
+}
+
+/* ---- stopping ------------------------------------------------------------ */
+
+static void signal_cancel_fd(struct aio_call *c)
+{
+    ssize_t r;
+
+    if (c->efd_w < 0)
+        return;
+#ifdef HAVE_SYS_EVENTFD_H
+    if (c->efd_w == c->efd) {
+        uint64_t one = 1;
+        r = write(c->efd_w, &one, sizeof(one));
+    } else
+#endif
+    {
+        char one = 1;
+        r = write(c->efd_w, &one, 1);
+    }
+    /* The descriptor is non-blocking and written at most once per call, so
+     * a short or failed write can only mean it is already readable. */
+    (void)r;
+}
+
+void aio_call_stop_locked(struct aio_call *c, int reason, int err, size_t index)
+{
+    if (reason == AIO_STOP_FAILED && c->err == 0) {
+        c->err = err;
+        c->err_index = index;
+    }
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIO_GOING)
+        return;
+    atomic_store_explicit(&c->stop, reason, memory_order_release);
+    /* Everyone who may be waiting for anything must now look again: jobs
+     * sleeping and participants waiting for the rate (stop_cv), participants
+     * waiting for room in the window (space_cv), and the caller or consumer
+     * (done_cv). */
+    pthread_cond_broadcast(&c->stop_cv);
+    pthread_cond_broadcast(&c->space_cv);
+    pthread_cond_broadcast(&c->done_cv);
+    signal_cancel_fd(c);
+}
+
+void aio_call_stop(struct aio_call *c, int reason, int err, size_t index)
+{
+    aio_lock(&c->lock);
+    aio_call_stop_locked(c, reason, err, index);
+    aio_unlock(&c->lock);
+}
+
+void aio_call_check_deadline_locked(struct aio_call *c)
+{
+    if (c->deadline != AIO_NEVER && atomic_load(&c->stop) == AIO_GOING &&
+        aio_now_ns() >= c->deadline)
+        aio_call_stop_locked(c, AIO_STOP_TIMEOUT, 0, 0);
+}
+
+static void check_deadline(struct aio_call *c)
+{
+    if (c->deadline != AIO_NEVER && atomic_load(&c->stop) == AIO_GOING &&
+        aio_now_ns() >= c->deadline)
+        aio_call_stop(c, AIO_STOP_TIMEOUT, 0, 0);
+}
+
+/* How long a waiter with a stopped call may sleep: a stopped call has no
+ * deadline left to watch, so waiting for it would spin. */
+static uint64_t wait_limit(struct aio_call *c, uint64_t until)
+{
+    if (atomic_load(&c->stop) != AIO_GOING)
+        return until;
+    return until < c->deadline ? until : c->deadline;
+}
+
+/* ---- participants ------------------------------------------------------------ */
+
+int aio_call_join(struct aio_call *c)
+{
+    size_t p = atomic_load(&c->participants);
+
+    do {
+        if (p >= c->slots)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&c->participants, &p, p + 1));
+    return 1;
+}
+
+void aio_call_leave(struct aio_call *c)
+{
+    /* The lock orders this decrement before the waiter's check, so the
+     * caller cannot miss the wake-up and free the call under us: once we
+     * unlock, we never touch c again. */
+    aio_lock(&c->lock);
+    if (atomic_fetch_sub(&c->participants, 1) == 1 && c->done_waiters)
+        pthread_cond_broadcast(&c->done_cv);
+    aio_unlock(&c->lock);
+}
+
+int aio_call_has_work(struct aio_call *c)
+{
+    if (atomic_load(&c->stop) != AIO_GOING)
+        return 0;
+    if (c->source)
+        return !atomic_load(&c->source_done);
+    return atomic_load(&c->next) < c->n;
+}
+
+/* ---- claiming jobs ------------------------------------------------------------ */
+
+/* Wait, with c->lock held, until the amap window has room for the next claim
+ * (whose index pos() reads), the call stops, or the window is lifted. */
+static void wait_for_room_locked(struct aio_call *c, size_t (*pos)(struct aio_call *))
+{
+    c->space_waiters++;
+    while (atomic_load(&c->stop) == AIO_GOING && pos(c) >= aio_cq_window(c->cq) &&
+           (c->source || pos(c) < c->n)) {
+        aio_cond_wait_until(&c->space_cv, &c->lock, wait_limit(c, AIO_NEVER));
+        aio_call_check_deadline_locked(c);
+    }
+    c->space_waiters--;
+}
+
+static size_t next_pos(struct aio_call *c)
+{
+    return atomic_load(&c->next);
+}
+
+static size_t pulled_pos(struct aio_call *c)
+{
+    return c->pulled;
+}
+
+/* Claim from a lazy source: one argument, pulled only now that a job can
+ * start.  Sources are called with c->lock held, so never concurrently. */
+static int claim_source(struct aio_call *c, int may_wait, size_t *first, void **arg)
+{
+    int r, got = 0;
+
+    aio_lock(&c->lock);
+    for (;;) {
+        aio_call_check_deadline_locked(c);
+        if (atomic_load(&c->stop) != AIO_GOING || atomic_load(&c->source_done))
+            break;
+        if (c->cq && c->pulled >= aio_cq_window(c->cq)) {
+            if (!may_wait)
+                break;
+            wait_for_room_locked(c, pulled_pos);
+            continue;
+        }
+        r = c->source(c->source_state, arg);
+        if (r == 0) {
+            *first = c->pulled++;
+            got = 1;
+            break;
+        }
+        atomic_store(&c->source_done, 1);
+        if (r != AIOMETER_DONE)
+            aio_call_stop_locked(c, AIO_STOP_FAILED, r > 0 ? r : EINVAL, c->pulled);
+        else if (c->done_waiters)
+            pthread_cond_broadcast(&c->done_cv);
+        break;
+    }
+    aio_unlock(&c->lock);
+    return got;
+}
+
+/* Claim up to `want` consecutive indices of an array input.  Lock-free
+ * unless an amap window is full and we may wait for room. */
+static size_t claim_array(struct aio_call *c, size_t want, int may_wait, size_t *first)
+{
+    size_t cur, limit, k;
+
+    for (;;) {
+        if (c->deadline != AIO_NEVER)
+            check_deadline(c);
+        if (atomic_load_explicit(&c->stop, memory_order_acquire) != AIO_GOING)
+            return 0;
+        cur = atomic_load_explicit(&c->next, memory_order_relaxed);
+        limit = c->n;
+        if (c->cq) {
+            size_t w = aio_cq_window(c->cq);
+            if (w < limit)
+                limit = w;
+        }
+        if (cur >= limit) {
+            if (cur >= c->n || !may_wait)
+                return 0;
+            aio_lock(&c->lock);
+            wait_for_room_locked(c, next_pos);
+            aio_unlock(&c->lock);
+            continue;
+        }
+        k = limit - cur;
+        if (k > want)
+            k = want;
+        if (atomic_compare_exchange_weak_explicit(&c->next, &cur, cur + k, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *first = cur;
+            return k;
+        }
+    }
+}
+
+/* ---- running one job ------------------------------------------------------------ */
+
+/* Wait for the rate limiter(s); 1 to start the job, 0 if the call stopped. */
+static int wait_rate(struct aio_call *c, struct aio_local *L)
+{
+    uint64_t asked = aio_now_ns(), now = asked, grant = now;
+
+    if (c->has_rate)
+        grant = aio_gcra_book(&c->own_rate, now);
+    if (c->shared) {
+        uint64_t g2 = aio_gcra_book(&c->shared->gcra, now);
+        if (g2 > grant)
+            grant = g2;
+    }
+    if (grant <= now)
+        return atomic_load(&c->stop) == AIO_GOING;
+
+    /* Sleep on stop_cv until the booked time, so that a failure or a
+     * cancellation ends the wait at once. */
+    aio_lock(&c->lock);
+    for (;;) {
+        aio_call_check_deadline_locked(c);
+        if (atomic_load(&c->stop) != AIO_GOING)
+            break;
+        now = aio_now_ns();
+        if (now >= grant)
+            break;
+        aio_cond_wait_until(&c->stop_cv, &c->lock, wait_limit(c, grant));
+    }
+    aio_unlock(&c->lock);
+    L->rate_wait_ns += aio_now_ns() - asked;
+    return atomic_load(&c->stop) == AIO_GOING;
+}
+
+/* Job `j` will never run: leave a trace where its result would go. */
+static void skip_job(struct aio_call *c, size_t j)
+{
+    if (c->mode == AIO_MODE_ALL) {
+        c->results[j] = NULL;
+    } else if (c->mode == AIO_MODE_STREAM) {
+        aio_lock(&c->lock);
+        aio_cq_skip(c->cq, j);
+        if (c->done_waiters)
+            pthread_cond_broadcast(&c->done_cv);
+        aio_unlock(&c->lock);
+    }
+}
+
+static void job_failed(struct aio_call *c, size_t j, int err, void *r)
+{
+    switch (c->mode) {
+    case AIO_MODE_ALL:
+        c->results[j] = r;
+        aio_call_stop(c, AIO_STOP_FAILED, err, j);
+        break;
+    case AIO_MODE_EACH:
+        aio_call_stop(c, AIO_STOP_FAILED, err, j);
+        break;
+    case AIO_MODE_ANY:
+        /* Failures do not stop run_any; the first one is kept in case
+         * every job fails. */
+        aio_lock(&c->lock);
+        if (c->err == 0) {
+            c->err = err;
+            c->err_index = j;
+        }
+        aio_unlock(&c->lock);
+        break;
+    case AIO_MODE_STREAM:
+        aio_lock(&c->lock);
+        aio_call_stop_locked(c, AIO_STOP_FAILED, err, j);
+        aio_cq_skip(c->cq, j);
+        aio_unlock(&c->lock);
+        break;
+    }
+}
+
+static void deliver(struct aio_call *c, size_t j, void *r)
+{
+    size_t none = SIZE_MAX;
+
+    switch (c->mode) {
+    case AIO_MODE_ALL:
+        c->results[j] = r;
+        break;
+    case AIO_MODE_EACH:
+        break;
+    case AIO_MODE_ANY:
+        if (atomic_compare_exchange_strong(&c->winner, &none, j)) {
+            aio_lock(&c->lock);
+            c->win_result = r;
+            aio_call_stop_locked(c, AIO_STOP_WON, 0, j);
+            aio_unlock(&c->lock);
+        }
+        break;
+    case AIO_MODE_STREAM:
+        aio_lock(&c->lock);
+        aio_cq_push(c->cq, j, r);
+        if (c->done_waiters)
+            pthread_cond_broadcast(&c->done_cv);
+        aio_unlock(&c->lock);
+        break;
+    }
+}
+
+static void report_progress(struct aio_call *c, uint64_t now)
+{
+    aiometer_progress p;
+
+    p.started = atomic_load(&c->p_started);
+    p.completed = atomic_load(&c->p_completed);
+    p.failed = atomic_load(&c->p_failed);
+    p.total = c->n;
+    p.elapsed = (double)(now - c->t_start) / 1e9;
+    c->progress(&p, c->progress_arg);
+}
+
+/* After a job: report progress if an interval has passed and no other
+ * thread is reporting now (the flag keeps reports from overlapping). */
+static void progress_tick(struct aio_call *c)
+{
+    uint64_t now = aio_now_ns();
+
+    if (now - atomic_load(&c->p_last) < c->progress_every)
+        return;
+    if (atomic_flag_test_and_set(&c->p_busy))
+        return;
+    if (now - atomic_load(&c->p_last) >= c->progress_every) {
+        report_progress(c, now);
+        atomic_store(&c->p_last, now);
+    }
+    atomic_flag_clear(&c->p_busy);
+}
+
+static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L, size_t j,
+                    void *source_arg, int rated)
+{
+    aiometer_fn fn;
+    void *arg, *r;
+
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIO_GOING ||
+        (rated && !wait_rate(c, L))) {
+        skip_job(c, j);
+        return;
+    }
+    if (c->jobs) {
+        fn = c->jobs[j].fn;
+        arg = c->jobs[j].arg;
+    } else {
+        fn = c->fn;
+        arg = c->source ? source_arg : c->args[j];
+    }
+    L->started++;
+    if (c->progress)
+        atomic_fetch_add(&c->p_started, 1);
+    ctx->fail_err = 0;
+    r = fn(arg);
+    if (ctx->fail_err) {
+        L->failed++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_failed, 1);
+        job_failed(c, j, ctx->fail_err, r);
+    } else {
+        L->completed++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_completed, 1);
+        deliver(c, j, r);
+    }
+    if (c->progress)
+        progress_tick(c);
+}
+
+static void note_running(struct aio_call *c)
+{
+    size_t now_running = atomic_fetch_add(&c->running, 1) + 1;
+    size_t peak = atomic_load(&c->peak);
+
+    while (now_running > peak && !atomic_compare_exchange_weak(&c->peak, &peak, now_running))
+        ;
+}
+
+size_t aio_call_work(struct aio_call *c, int one)
+{
+    struct aio_ctx ctx = { c, 0, aio_tls };
+    struct aio_local L = { 0, 0, 0, 0 };
+    int rated = c->has_rate || c->shared;
+    int adaptive = !rated && !c->source && !one;
+    size_t batch = 1, claimed = 0;
+
+    aio_tls = &ctx;
+    for (;;) {
+        size_t first = 0, k, j;
+        void *arg = NULL;
+        uint64_t t0 = 0;
+
+        if (c->source) {
+            k = claim_source(c, !one, &first, &arg);
+        } else {
+            size_t want = 1;
+            if (adaptive) {
+                /* Leave enough unclaimed for the others to share the end. */
+                size_t left = c->n - atomic_load_explicit(&c->next, memory_order_relaxed);
+                size_t fair = left / (2 * c->slots);
+                want = batch < fair ? batch : (fair ? fair : 1);
+            }
+            k = claim_array(c, want, !one, &first);
+        }
+        if (k == 0)
+            break;
+        claimed += k;
+        note_running(c);
+        if (adaptive)
+            t0 = aio_now_ns();
+        for (j = first; j < first + k; j++)
+            run_job(c, &ctx, &L, j, arg, rated);
+        atomic_fetch_sub(&c->running, 1);
+        if (adaptive) {
+            uint64_t d = aio_now_ns() - t0;
+            if (d < AIO_BATCH_GROW_NS && batch < AIO_BATCH_MAX)
+                batch *= 2;
+            else if (d > AIO_BATCH_SHRINK_NS && batch > 1)
+                batch /= 2;
+        }
+        if (one)
+            break;
+    }
+    aio_tls = ctx.prev;
+    if (L.started)
+        atomic_fetch_add(&c->started, L.started);
+    if (L.completed)
+        atomic_fetch_add(&c->completed, L.completed);
+    if (L.failed)
+        atomic_fetch_add(&c->failed, L.failed);
+    if (L.rate_wait_ns)
+        atomic_fetch_add(&c->rate_wait_ns, L.rate_wait_ns);
+    return claimed;
+}
+
+/* ---- a call from start to end ------------------------------------------------------------ */
+
+void aio_call_begin(struct aio_call *c)
+{
+    atomic_fetch_add(&c->pool->calls, 1);
+    if (c->shared)
+        atomic_fetch_add(&c->shared->users, 1);
+}
+
+void aio_call_post(struct aio_call *c, size_t helpers)
+{
+    if (helpers == 0)
+        return;
+    if (aio_pool_post(c->pool, c, helpers) == 0) {
+        /* The pool could start no thread at all: rather than wait for
+         * helpers that will never come, the caller does the work. */
+        c->caller_runs = 1;
+    }
+}
+
+void aio_call_wait(struct aio_call *c)
+{
+    /* First wait until no job is left to claim.  Participants that stop
+     * finding work leave; the last one to leave wakes us (done_cv), and so
+     * does a stop. */
+    aio_lock(&c->lock);
+    for (;;) {
+        aio_call_check_deadline_locked(c);
+        if (!aio_call_has_work(c))
+            break;
+        c->done_waiters++;
+        aio_cond_wait_until(&c->done_cv, &c->lock, wait_limit(c, AIO_NEVER));
+        c->done_waiters--;
+    }
+    aio_unlock(&c->lock);
+
+    /* No worker may join once the call is out of the pool's list; then the
+     * participants still inside are all we wait for. */
+    aio_pool_unlink(c->pool, c);
+    aio_lock(&c->lock);
+    while (atomic_load(&c->participants) > 0) {
+        aio_call_check_deadline_locked(c);
+        c->done_waiters++;
+        aio_cond_wait_until(&c->done_cv, &c->lock, wait_limit(c, AIO_NEVER));
+        c->done_waiters--;
+    }
+    aio_unlock(&c->lock);
+}
+
+void aio_call_run(struct aio_call *c)
+{
+    size_t want = c->n < c->slots ? c->n : c->slots;
+
+    aio_call_begin(c);
+    if (c->caller_runs) {
+        /* The caller takes its slot before any helper can fill them all. */
+        atomic_store(&c->participants, 1);
+        aio_call_post(c, want - 1);
+        aio_call_work(c, 0);
+        aio_call_leave(c);
+    } else {
+        aio_call_post(c, want);
+        if (c->caller_runs && aio_call_join(c)) {
+            aio_call_work(c, 0);
+            aio_call_leave(c);
+        }
+    }
+    aio_call_wait(c);
+}
+
+int aio_call_finish(struct aio_call *c)
+{
+    int stop = atomic_load(&c->stop);
+    uint64_t now = aio_now_ns();
+    int ret = 0;
+
+    if (c->mode == AIO_MODE_ALL) {
+        /* Jobs never claimed never started: their results are NULL. */
+        for (size_t i = atomic_load(&c->next); i < c->n; i++)
+            c->results[i] = NULL;
+    }
+    if (stop == AIO_STOP_FAILED)
+        ret = c->err;
+    else if (stop == AIO_STOP_TIMEOUT)
+        ret = ETIMEDOUT;
+    else if (stop == AIO_STOP_CANCELLED)
+        ret = ECANCELED;
+
+    if (c->progress)
+        report_progress(c, now);
+    if (c->stats_out) {
+        aiometer_stats *s = c->stats_out;
+        size_t total = c->source ? c->pulled : c->n;
+        s->started = atomic_load(&c->started);
+        s->completed = atomic_load(&c->completed);
+        s->failed = atomic_load(&c->failed);
+        s->cancelled = total > s->started ? total - s->started : 0;
+        s->peak_running = atomic_load(&c->peak);
+        s->failed_index = c->err ? c->err_index : SIZE_MAX;
+        s->limiter_wait = (double)atomic_load(&c->rate_wait_ns) / 1e9;
+        s->elapsed = (double)(now - c->t_start) / 1e9;
+    }
+    if (c->shared)
+        atomic_fetch_sub(&c->shared->users, 1);
+    atomic_fetch_sub(&c->pool->calls, 1);
+    if (c->efd >= 0)
+        close(c->efd);
+    if (c->efd_w >= 0 && c->efd_w != c->efd)
+        close(c->efd_w);
+    pthread_cond_destroy(&c->space_cv);
+    pthread_cond_destroy(&c->stop_cv);
+    pthread_cond_destroy(&c->done_cv);
+    pthread_mutex_destroy(&c->lock);
+    return ret;
+}
+
+/* ---- inside a job ------------------------------------------------------------ */
+
+void aiometer_fail(int err)
+{
+    struct aio_ctx *ctx = aio_tls;
+
+    if (!ctx || err == 0 || ctx->fail_err)
+        return;
+    ctx->fail_err = err > 0 ? err : EINVAL;
+}
+
+int aiometer_cancelled(void)
+{
+    struct aio_ctx *ctx = aio_tls;
+
+    if (!ctx)
+        return 0;
+    check_deadline(ctx->call);
+    return atomic_load(&ctx->call->stop) != AIO_GOING;
+}
+
+int aiometer_sleep(double seconds)
+{
+    struct aio_ctx *ctx = aio_tls;
+    struct aio_call *c;
+    uint64_t end;
+    int ret;
+
+    if (isnan(seconds) || seconds < 0)
+        return EINVAL;
+    end = aio_add_ns(aio_now_ns(), aio_seconds_to_ns(seconds));
+    if (!ctx) {
+        struct timespec ts = aio_ns_to_timespec(end);
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        return 0;
+    }
+    c = ctx->call;
+    aio_lock(&c->lock);
+    for (;;) {
+        aio_call_check_deadline_locked(c);
+        if (atomic_load(&c->stop) != AIO_GOING || aio_now_ns() >= end)
+            break;
+        aio_cond_wait_until(&c->stop_cv, &c->lock, wait_limit(c, end));
+    }
+    ret = atomic_load(&c->stop) != AIO_GOING ? ECANCELED : 0;
+    aio_unlock(&c->lock);
+    return ret;
+}
+
+/* Make the call's cancel descriptor: an eventfd where there is one, a pipe
+ * elsewhere.  0 or an errno value. */
+static int make_cancel_fd(struct aio_call *c)
+{
+#ifdef HAVE_SYS_EVENTFD_H
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        return errno;
+    c->efd = c->efd_w = fd;
+#else
+    int p[2];
+    if (pipe(p) != 0)
+        return errno;
+    for (int i = 0; i < 2; i++) {
+        fcntl(p[i], F_SETFD, FD_CLOEXEC);
+        fcntl(p[i], F_SETFL, O_NONBLOCK);
+    }
+    c->efd = p[0];
+    c->efd_w = p[1];
+#endif
+    return 0;
+}
+
+int aiometer_cancel_fd(void)
+{
+    struct aio_ctx *ctx = aio_tls;
+    struct aio_call *c;
+    int fd, err = 0;
+
+    if (!ctx) {
+        errno = EPERM;
+        return -1;
+    }
+    c = ctx->call;
+    aio_lock(&c->lock);
+    aio_call_check_deadline_locked(c);
+    if (c->efd < 0) {
+        err = make_cancel_fd(c);
+        if (!err && atomic_load(&c->stop) != AIO_GOING)
+            signal_cancel_fd(c);
+    }
+    fd = c->efd;
+    aio_unlock(&c->lock);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return fd;
+}

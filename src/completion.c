@@ -1,0 +1,122 @@
+/* completion.c - the bounded completion queue behind amap. */
+#include "config.h"
+#include "completion.h"
+#include "sync.h"
+
+#include <errno.h>
+#include <stdint.h>
+
+enum { AIO_SLOT_EMPTY = 0, AIO_SLOT_READY, AIO_SLOT_SKIPPED };
+
+int aio_cq_init(struct aio_cq *q, size_t cap, int ordered)
+{
+    q->slot = aio_calloc(cap, sizeof(*q->slot));
+    if (!q->slot)
+        return ENOMEM;
+    q->cap = cap;
+    q->ordered = ordered;
+    q->discard = 0;
+    q->head = q->count = q->base = q->retired = 0;
+    atomic_init(&q->window_end, cap);
+    return 0;
+}
+
+void aio_cq_destroy(struct aio_cq *q)
+{
+    aio_free(q->slot);
+    q->slot = NULL;
+}
+
+static void publish_window(struct aio_cq *q)
+{
+    size_t end;
+
+    if (q->discard)
+        end = SIZE_MAX;
+    else if (q->ordered)
+        end = q->base + q->cap;
+    else
+        end = q->retired + q->cap;
+    atomic_store_explicit(&q->window_end, end, memory_order_release);
+}
+
+/* Ordered mode: move base past jobs that ended without a result. */
+static void advance_skipped(struct aio_cq *q)
+{
+    struct aio_cq_slot *s;
+
+    while ((s = &q->slot[q->base % q->cap])->state == AIO_SLOT_SKIPPED) {
+        s->state = AIO_SLOT_EMPTY;
+        q->base++;
+    }
+}
+
+void aio_cq_push(struct aio_cq *q, size_t index, void *result)
+{
+    if (q->discard) {
+        aio_cq_skip(q, index);
+        return;
+    }
+    if (q->ordered) {
+        struct aio_cq_slot *s = &q->slot[index % q->cap];
+        s->result = result;
+        s->index = index;
+        s->state = AIO_SLOT_READY;
+    } else {
+        /* The window guarantees room: claimed - retired <= cap. */
+        struct aio_cq_slot *s = &q->slot[(q->head + q->count) % q->cap];
+        s->result = result;
+        s->index = index;
+        q->count++;
+    }
+}
+
+void aio_cq_skip(struct aio_cq *q, size_t index)
+{
+    if (q->discard) {
+        /* Nothing is delivered any more and the window is unbounded. */
+        return;
+    }
+    if (q->ordered) {
+        q->slot[index % q->cap].state = AIO_SLOT_SKIPPED;
+        advance_skipped(q);
+    } else {
+        q->retired++;
+    }
+    publish_window(q);
+}
+
+int aio_cq_pop(struct aio_cq *q, void **result, size_t *index)
+{
+    struct aio_cq_slot *s;
+
+    if (q->discard)
+        return 0;
+    if (q->ordered) {
+        advance_skipped(q);
+        s = &q->slot[q->base % q->cap];
+        if (s->state != AIO_SLOT_READY)
+            return 0;
+        s->state = AIO_SLOT_EMPTY;
+        q->base++;
+        advance_skipped(q);
+    } else {
+        if (q->count == 0)
+            return 0;
+        s = &q->slot[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+        q->retired++;
+    }
+    *result = s->result;
+    *index = s->index;
+    publish_window(q);
+    return 1;
+}
+
+void aio_cq_discard(struct aio_cq *q)
+{
+    q->discard = 1;
+    q->count = 0;
+    publish_window(q);
+}

@@ -1,0 +1,61 @@
+/* completion.h - the completion queue of a streaming call (amap).
+ *
+ * run_all stores each result straight into the caller's array and run_any
+ * keeps one winner, so only amap needs a queue between the jobs and the
+ * consumer.  It is a ring of `cap` slots, and it is also what bounds the
+ * call's memory: a job may be claimed only while its index is below
+ * window_end, so at most `cap` results are ever running or waiting.
+ *
+ * - In completion order (unordered), finished results are a FIFO, and
+ *   window_end = retired + cap, where retired counts results taken by the
+ *   consumer plus jobs that ended without a result (failed or skipped).
+ * - In input order, job i lives in slot i % cap and window_end = base + cap,
+ *   where base is the next index to deliver.
+ *
+ * Every function here is called with the owning call's lock held, except
+ * aio_cq_window(), which claimers read without it. */
+#ifndef AIO_COMPLETION_H
+#define AIO_COMPLETION_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+struct aio_cq_slot {
+    void *result;
+    size_t index;
+    int state; /* ordered mode: AIO_SLOT_EMPTY, _READY or _SKIPPED */
+};
+
+struct aio_cq {
+    struct aio_cq_slot *slot;
+    size_t cap;
+    int ordered;
+    int discard;           /* results are dropped (the consumer closed) */
+    size_t head, count;    /* unordered FIFO */
+    size_t base;           /* ordered: next index to deliver */
+    size_t retired;        /* unordered: results taken or jobs ended without one */
+    atomic_size_t window_end;
+};
+
+/* 0 or ENOMEM. */
+int aio_cq_init(struct aio_cq *q, size_t cap, int ordered);
+void aio_cq_destroy(struct aio_cq *q);
+
+/* Job `index` finished with `result`, or (skip) ended without a result. */
+void aio_cq_push(struct aio_cq *q, size_t index, void *result);
+void aio_cq_skip(struct aio_cq *q, size_t index);
+
+/* Take the next deliverable result: 1 with *result and *index set, or 0 if
+ * none is ready yet. */
+int aio_cq_pop(struct aio_cq *q, void **result, size_t *index);
+
+/* Drop what is buffered and stop bounding claims: the consumer is gone. */
+void aio_cq_discard(struct aio_cq *q);
+
+/* Claims must stay below this index. */
+static inline size_t aio_cq_window(struct aio_cq *q)
+{
+    return atomic_load_explicit(&q->window_end, memory_order_acquire);
+}
+
+#endif

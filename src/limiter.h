@@ -1,0 +1,39 @@
+/* limiter.h - where the rate is enforced: GCRA on CLOCK_MONOTONIC.
+ *
+ * The generic cell rate algorithm in its virtual-scheduling form, in integer
+ * nanoseconds.  T is the emission interval (1/rate, rounded up), tau the burst
+ * tolerance T * (burst - 1).  A start asked for at time t is granted at
+ *     g = max(t, TAT - tau)   and then   TAT = max(TAT, t) + T.
+ * The booked time g, not the moment a sleeping thread happens to wake, is
+ * what advances TAT, so late wake-ups never shift the schedule.
+ *
+ * The whole state is the one atomic word TAT, updated by compare-and-swap, so
+ * a limiter shared by many calls in many threads needs no lock.  TAT only
+ * ever grows.  A fresh limiter has TAT = 0: its whole burst is available. */
+#ifndef AIO_LIMITER_H
+#define AIO_LIMITER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct aio_gcra {
+    _Atomic uint64_t tat; /* theoretical arrival time of the next start */
+    uint64_t interval;    /* T, in ns, >= 1 */
+    uint64_t tolerance;   /* tau = T * (burst - 1), in ns */
+};
+
+/* rate in starts per second (finite, > 0), burst >= 1 after 0 -> 1.
+ * 0 or EINVAL (T would be under 1 ns or beyond ~146 years, tau overflows). */
+int aio_gcra_init(struct aio_gcra *g, double rate, size_t burst);
+
+/* Book one start asked for at time now; returns the granted time (>= now). */
+uint64_t aio_gcra_book(struct aio_gcra *g, uint64_t now);
+
+/* A shared limiter: the public aiometer_limiter. */
+struct aiometer_limiter {
+    struct aio_gcra gcra;
+    atomic_size_t users; /* calls using it now; destroy says EBUSY while > 0 */
+};
+
+#endif

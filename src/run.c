@@ -1,0 +1,130 @@
+/* run.c - the entry points that run a whole call before returning:
+ * run_on_each (and its lazy-source form), run_all and run_any. */
+#include "config.h"
+#include "call.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Fill opts->stats for a call that ran no job (n == 0). */
+static void no_job_stats(const aiometer_options *opts)
+{
+    if (opts && opts->stats) {
+        memset(opts->stats, 0, sizeof(*opts->stats));
+        opts->stats->failed_index = SIZE_MAX;
+    }
+}
+
+int aiometer_run_on_each(aiometer_fn fn, void *const args[], size_t n,
+                         const aiometer_options *opts)
+{
+    struct aio_call c;
+    int err;
+
+    if (!fn || (!args && n > 0))
+        return EINVAL;
+    err = aio_options_check(opts);
+    if (err)
+        return err;
+    if (n == 0) {
+        no_job_stats(opts);
+        return 0;
+    }
+    err = aio_call_init(&c, AIO_MODE_EACH, n, opts);
+    if (err)
+        return err;
+    c.fn = fn;
+    c.args = args;
+    aio_call_run(&c);
+    return aio_call_finish(&c);
+}
+
+int aiometer_run_on_each_source(aiometer_fn fn, aiometer_source_fn next, void *state,
+                                const aiometer_options *opts)
+{
+    struct aio_call c;
+    int err;
+
+    if (!fn || !next)
+        return EINVAL;
+    err = aio_call_init(&c, AIO_MODE_EACH, SIZE_MAX, opts);
+    if (err)
+        return err;
+    c.fn = fn;
+    c.source = next;
+    c.source_state = state;
+    aio_call_run(&c);
+    return aio_call_finish(&c);
+}
+
+/* Every job must have a function: checked before anything starts. */
+static int check_jobs(const aiometer_job jobs[], size_t n)
+{
+    if (!jobs && n > 0)
+        return EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!jobs[i].fn)
+            return EINVAL;
+    return 0;
+}
+
+int aiometer_run_all(const aiometer_job jobs[], size_t n, void *results[],
+                     const aiometer_options *opts)
+{
+    struct aio_call c;
+    int err;
+
+    if ((!results && n > 0) || check_jobs(jobs, n))
+        return EINVAL;
+    err = aio_options_check(opts);
+    if (err)
+        return err;
+    if (n == 0) {
+        no_job_stats(opts);
+        return 0;
+    }
+    err = aio_call_init(&c, AIO_MODE_ALL, n, opts);
+    if (err)
+        return err;
+    c.jobs = jobs;
+    c.results = results;
+    aio_call_run(&c);
+    return aio_call_finish(&c);
+}
+
+int aiometer_run_any(const aiometer_job jobs[], size_t n, void **result, size_t *index,
+                     const aiometer_options *opts)
+{
+    struct aio_call c;
+    size_t win;
+    int err, ret;
+
+    if (n == 0 || check_jobs(jobs, n))
+        return EINVAL;
+    err = aio_call_init(&c, AIO_MODE_ANY, n, opts);
+    if (err)
+        return err;
+    c.jobs = jobs;
+    aio_call_run(&c);
+
+    /* Every participant has left, so the winner and its result are final. */
+    win = atomic_load(&c.winner);
+    if (win != SIZE_MAX) {
+        if (result)
+            *result = c.win_result;
+        if (index)
+            *index = win;
+        /* A win is a success even if a job failed or the deadline passed
+         * while it ran. */
+        c.err = 0;
+        atomic_store(&c.stop, AIO_STOP_WON);
+        aio_call_finish(&c);
+        return 0;
+    }
+    ret = atomic_load(&c.stop) == AIO_STOP_TIMEOUT ? ETIMEDOUT : c.err;
+    if (ret == c.err && ret)
+        atomic_store(&c.stop, AIO_STOP_FAILED);
+    aio_call_finish(&c);
+    return ret;
+}

@@ -1,0 +1,100 @@
+/* sync.c - allocation and thread-library wrappers, with fault injection. */
+#include "config.h"
+#include "sync.h"
+#include "clock.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+#ifdef AIOMETER_FAULT_INJECTION
+#include <stdatomic.h>
+
+static atomic_long fault_target;
+static atomic_long fault_count;
+
+void aio_fault_arm(long k)
+{
+    atomic_store(&fault_count, 0);
+    atomic_store(&fault_target, k);
+}
+
+long aio_fault_calls(void)
+{
+    return atomic_load(&fault_count);
+}
+
+/* True when this fallible call is the one chosen to fail. */
+static int fault_now(void)
+{
+    long n = atomic_fetch_add(&fault_count, 1) + 1;
+    return n == atomic_load(&fault_target);
+}
+#else
+#define fault_now() 0
+#endif
+
+void *aio_calloc(size_t n, size_t size)
+{
+    if (fault_now())
+        return NULL;
+    return calloc(n, size);
+}
+
+void aio_free(void *p)
+{
+    free(p);
+}
+
+int aio_mutex_init(pthread_mutex_t *m)
+{
+    if (fault_now())
+        return ENOMEM;
+    return pthread_mutex_init(m, NULL);
+}
+
+int aio_cond_init(pthread_cond_t *c)
+{
+    pthread_condattr_t attr;
+    int err;
+
+    if (fault_now())
+        return ENOMEM;
+    err = pthread_condattr_init(&attr);
+    if (err)
+        return err;
+    err = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (!err)
+        err = pthread_cond_init(c, &attr);
+    pthread_condattr_destroy(&attr);
+    return err;
+}
+
+int aio_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    if (fault_now())
+        return EAGAIN;
+    return pthread_create(t, NULL, fn, arg);
+}
+
+void aio_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, uint64_t deadline_ns)
+{
+    if (deadline_ns == AIO_NEVER) {
+        pthread_cond_wait(c, m);
+    } else {
+        struct timespec ts = aio_ns_to_timespec(deadline_ns);
+        pthread_cond_timedwait(c, m, &ts);
+    }
+}
+
+void aio_lock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_lock(m) != 0)
+        abort();
+}
+
+void aio_unlock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_unlock(m) != 0)
+        abort();
+}

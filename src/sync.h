@@ -1,0 +1,41 @@
+/* sync.h - the library's only doors to the allocator and the thread library.
+ *
+ * Every allocation, thread creation and mutex or condition variable
+ * initialisation goes through these wrappers, so that a fault-injection build
+ * (configure --enable-fault-injection) can make the k-th of them fail and the
+ * tests can show that each failure is reported and leaks nothing.
+ *
+ * Condition variables made here wait on CLOCK_MONOTONIC, so deadlines given
+ * to aio_cond_wait_until() are aio_now_ns() times. */
+#ifndef AIO_SYNC_H
+#define AIO_SYNC_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+void *aio_calloc(size_t n, size_t size);
+void aio_free(void *p);
+/* 0, or the errno value pthread_mutex_init / pthread_cond_init returned. */
+int aio_mutex_init(pthread_mutex_t *m);
+int aio_cond_init(pthread_cond_t *c);
+int aio_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
+
+/* Wait on c until signalled or until the monotonic time deadline_ns
+ * (AIO_NEVER: no time limit).  Spurious wake-ups happen: callers loop on
+ * their predicate. */
+void aio_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, uint64_t deadline_ns);
+
+/* Lock and unlock that treat failure as the programming error it is. */
+void aio_lock(pthread_mutex_t *m);
+void aio_unlock(pthread_mutex_t *m);
+
+#ifdef AIOMETER_FAULT_INJECTION
+/* Make the k-th fallible call from now fail (k >= 1); 0 disarms.  Returns
+ * nothing; aio_fault_calls() tells how many fallible calls were made since
+ * the last arm, so a test knows when k has passed the last one. */
+void aio_fault_arm(long k);
+long aio_fault_calls(void);
+#endif
+
+#endif

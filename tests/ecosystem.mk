@@ -1,0 +1,1 @@
+# Ecosystem checks: symbols, man pages, versions, install (rules added by that work).

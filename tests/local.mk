@@ -1,0 +1,12 @@
+# Check suites: one program, one Suite per file, all added by tests/main.c.
+# CK_RUN_SUITE=name runs one suite; CK_FORK=no runs them without forking
+# (for valgrind).
+check_PROGRAMS += tests/check_aiometer
+TESTS += tests/check_aiometer
+tests_check_aiometer_SOURCES = \
+	tests/main.c tests/testutil.c tests/testutil.h \
+	tests/check_core.c \
+	tests/check_limiter.c \
+	tests/check_stream.c
+tests_check_aiometer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_aiometer_LDADD = src/libaiometer.la $(CHECK_LIBS)
