@@ -1,0 +1,1 @@
+# Reliability: fault injection, stress, fuzz (rules added by that work).
