@@ -12,10 +12,6 @@
 #include <errno.h>
 #include <stdint.h>
 
-/* How long the consumer waits for the pool's threads before it concludes
- * that none will come and runs a job itself. */
-#define AIO_HELP_WAIT_NS (2 * UINT64_C(1000000))
-
 struct aiometer_amap {
     struct aio_call call;
     struct aio_cq cq;

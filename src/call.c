@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_EVENTFD_H
@@ -36,7 +37,7 @@ static _Thread_local struct aio_ctx *aio_tls;
 #define AIO_BATCH_GROW_NS 20000
 #define AIO_BATCH_SHRINK_NS 100000
 
-/* Default progress interval and stream buffer. */
+/* Default progress interval. */
 #define AIO_PROGRESS_NS (AIO_NS_PER_S / 10)
 
 struct aio_local {
@@ -98,9 +99,14 @@ int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options
     c->deadline = AIO_NEVER;
     if (opts->timeout > 0 && isfinite(opts->timeout))
         c->deadline = aio_add_ns(c->t_start, aio_seconds_to_ns(opts->timeout));
-    /* With a deadline the caller stays free to watch it; an amap consumer
-     * runs a job only from inside aiometer_amap_next(). */
-    c->caller_runs = c->deadline == AIO_NEVER && mode != AIO_MODE_STREAM;
+    /* With a deadline the caller stays free to watch it.  With a rate the
+     * jobs start from the pool's threads, which sleep with 1 ns of timer
+     * slack (pool.c), not from a caller thread whose wake-ups may be 50 us
+     * late and shift the schedule.  An amap consumer runs a job only from
+     * inside aiometer_amap_next().  In each case the caller still helps if
+     * no thread of the pool comes (aio_call_wait). */
+    c->caller_runs = c->deadline == AIO_NEVER && !c->has_rate && !c->shared &&
+                     mode != AIO_MODE_STREAM;
     c->progress = opts->progress;
     c->progress_arg = opts->progress_arg;
     c->progress_every = opts->progress_interval > 0 ? aio_seconds_to_ns(opts->progress_interval)
@@ -350,10 +356,45 @@ static size_t claim_array(struct aio_call *c, size_t want, int may_wait, size_t 
 
 /* ---- running one job ------------------------------------------------------------ */
 
+/* A rate wait sleeps until this long before the booked time, then spins on
+ * the clock for the rest: a sleeping thread wakes tens of microseconds late
+ * on a busy machine, a spinning one within a clock read.  The spin costs at
+ * most this much CPU per start that had to wait (see bench/README for the
+ * figures that chose it); AIOMETER_RATE_SPIN_NS overrides it, 0 disables. */
+#define AIO_RATE_SPIN_NS 40000
+
+static uint64_t rate_spin_ns(void)
+{
+    static _Atomic int64_t cached = -1;
+    int64_t v = atomic_load_explicit(&cached, memory_order_relaxed);
+
+    if (v < 0) {
+        const char *s = getenv("AIOMETER_RATE_SPIN_NS");
+        char *end;
+        v = AIO_RATE_SPIN_NS;
+        if (s && *s) {
+            long long x = strtoll(s, &end, 10);
+            if (!*end && x >= 0 && x < 1000000000)
+                v = x;
+        }
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return (uint64_t)v;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* Wait for the rate limiter(s); 1 to start the job, 0 if the call stopped. */
 static int wait_rate(struct aio_call *c, struct aio_local *L)
 {
-    uint64_t asked = aio_now_ns(), now = asked, grant = now;
+    uint64_t asked = aio_now_ns(), now = asked, grant = now, spin, wake;
 
     if (c->has_rate)
         grant = aio_gcra_book(&c->own_rate, now);
@@ -365,19 +406,24 @@ static int wait_rate(struct aio_call *c, struct aio_local *L)
     if (grant <= now)
         return atomic_load(&c->stop) == AIO_GOING;
 
-    /* Sleep on stop_cv until the booked time, so that a failure or a
-     * cancellation ends the wait at once. */
+    /* Sleep on stop_cv until shortly before the booked time, so that a
+     * failure or a cancellation ends the wait at once. */
+    spin = rate_spin_ns();
+    wake = grant - now > spin ? grant - spin : now;
     aio_lock(&c->lock);
     for (;;) {
         aio_call_check_deadline_locked(c);
         if (atomic_load(&c->stop) != AIO_GOING)
             break;
         now = aio_now_ns();
-        if (now >= grant)
+        if (now >= wake)
             break;
-        aio_cond_wait_until(&c->stop_cv, &c->lock, wait_limit(c, grant));
+        aio_cond_wait_until(&c->stop_cv, &c->lock, wait_limit(c, wake));
     }
     aio_unlock(&c->lock);
+    while (atomic_load_explicit(&c->stop, memory_order_relaxed) == AIO_GOING &&
+           aio_now_ns() < grant)
+        cpu_relax();
     L->rate_wait_ns += aio_now_ns() - asked;
     return atomic_load(&c->stop) == AIO_GOING;
 }
@@ -608,16 +654,40 @@ void aio_call_post(struct aio_call *c, size_t helpers)
 
 void aio_call_wait(struct aio_call *c)
 {
+    uint64_t alone_since = 0;
+
     /* First wait until no job is left to claim.  Participants that stop
      * finding work leave; the last one to leave wakes us (done_cv), and so
-     * does a stop. */
+     * does a stop.  If no thread of the pool has come for AIO_HELP_WAIT_NS
+     * (every thread busy, say, or this is a job of a one-thread pool), the
+     * caller runs jobs itself rather than wait for ever. */
     aio_lock(&c->lock);
     for (;;) {
+        uint64_t until = AIO_NEVER;
+
         aio_call_check_deadline_locked(c);
         if (!aio_call_has_work(c))
             break;
+        if (atomic_load(&c->participants) == 0) {
+            uint64_t now = aio_now_ns();
+            if (!alone_since) {
+                alone_since = now;
+            } else if (now - alone_since >= AIO_HELP_WAIT_NS) {
+                if (aio_call_join(c)) {
+                    aio_unlock(&c->lock);
+                    aio_call_work(c, 0);
+                    aio_call_leave(c);
+                    aio_lock(&c->lock);
+                }
+                alone_since = 0;
+                continue;
+            }
+            until = alone_since + AIO_HELP_WAIT_NS;
+        } else {
+            alone_since = 0;
+        }
         c->done_waiters++;
-        aio_cond_wait_until(&c->done_cv, &c->lock, wait_limit(c, AIO_NEVER));
+        aio_cond_wait_until(&c->done_cv, &c->lock, wait_limit(c, until));
         c->done_waiters--;
     }
     aio_unlock(&c->lock);

@@ -108,6 +108,10 @@ struct aio_call {
     int queued;
 };
 
+/* How long a caller or amap consumer waits for the pool's threads to come
+ * before it concludes that none will and runs jobs itself. */
+#define AIO_HELP_WAIT_NS (2 * UINT64_C(1000000))
+
 /* Check options without side effects: 0 or EINVAL. */
 int aio_options_check(const aiometer_options *opts);
 
