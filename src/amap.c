@@ -16,7 +16,7 @@ struct aiometer_amap {
     struct aio_call call;
     struct aio_cq cq;
     int alone;       /* the last wait saw no participant come: help at once */
-    int end_told;    /* next has returned ECANCELED or ETIMEDOUT */
+    int end;         /* what next returned at the end (0: not yet) */
 };
 
 static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], size_t n,
@@ -107,6 +107,12 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
     for (;;) {
         int stop;
 
+        /* The end, once told, is told again on every later call. */
+        if (it->end) {
+            ret = it->end;
+            break;
+        }
+
         aio_call_check_deadline_locked(c);
         stop = atomic_load(&c->stop);
         if (stop == AIO_STOP_FAILED && !c->err_reported) {
@@ -128,7 +134,7 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
                 ret = stop == AIO_STOP_CANCELLED ? ECANCELED
                       : stop == AIO_STOP_TIMEOUT ? ETIMEDOUT
                                                  : AIOMETER_DONE;
-                it->end_told = ret != AIOMETER_DONE;
+                it->end = ret;
                 break;
             }
             if (c->deadline == AIO_NEVER) {
@@ -196,7 +202,7 @@ int aiometer_amap_close(aiometer_amap *it)
 
     if (c->err && !c->err_reported)
         ret = c->err;
-    else if (atomic_load(&c->stop) == AIO_STOP_TIMEOUT && !it->end_told)
+    else if (atomic_load(&c->stop) == AIO_STOP_TIMEOUT && it->end != ETIMEDOUT)
         ret = ETIMEDOUT;
     /* The failure's error, if any, was the call's; what close returns is
      * decided above, so finish's own verdict is not needed. */

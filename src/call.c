@@ -482,12 +482,16 @@ static void deliver(struct aio_call *c, size_t j, void *r)
     case AIO_MODE_EACH:
         break;
     case AIO_MODE_ANY:
-        if (atomic_compare_exchange_strong(&c->winner, &none, j)) {
-            aio_lock(&c->lock);
+        /* Only a job that returns while the call still runs can win: one
+         * that returns after the deadline most likely returned because it
+         * was cancelled, and its result means nothing. */
+        aio_lock(&c->lock);
+        if (atomic_load(&c->stop) == AIO_GOING &&
+            atomic_compare_exchange_strong(&c->winner, &none, j)) {
             c->win_result = r;
             aio_call_stop_locked(c, AIO_STOP_WON, 0, j);
-            aio_unlock(&c->lock);
         }
+        aio_unlock(&c->lock);
         break;
     case AIO_MODE_STREAM:
         aio_lock(&c->lock);
