@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,7 @@ int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options
     atomic_init(&c->p_last, c->t_start);
     atomic_flag_clear(&c->p_busy);
     c->efd = c->efd_w = -1;
+    atomic_init(&c->efd_pub, -1);
 
     err = aio_mutex_init(&c->lock);
     if (err)
@@ -240,9 +242,15 @@ int aio_call_join(struct aio_call *c)
 
 void aio_call_leave(struct aio_call *c)
 {
-    /* The lock orders this decrement before the waiter's check, so the
-     * caller cannot miss the wake-up and free the call under us: once we
-     * unlock, we never touch c again. */
+    size_t p = atomic_load(&c->participants);
+
+    /* Any but the last participant leaves with one atomic operation and
+     * never touches c again.  The last one decrements under the lock, so the
+     * waiter cannot see zero, return and free the call before we have woken
+     * it and unlocked. */
+    while (p > 1)
+        if (atomic_compare_exchange_weak(&c->participants, &p, p - 1))
+            return;
     aio_lock(&c->lock);
     if (atomic_fetch_sub(&c->participants, 1) == 1 && c->done_waiters)
         pthread_cond_broadcast(&c->done_cv);
@@ -484,7 +492,10 @@ static void deliver(struct aio_call *c, size_t j, void *r)
     case AIO_MODE_ANY:
         /* Only a job that returns while the call still runs can win: one
          * that returns after the deadline most likely returned because it
-         * was cancelled, and its result means nothing. */
+         * was cancelled, and its result means nothing.  The losers, who
+         * come all at once, see that without taking the lock. */
+        if (atomic_load(&c->stop) != AIO_GOING)
+            break;
         aio_lock(&c->lock);
         if (atomic_load(&c->stop) == AIO_GOING &&
             atomic_compare_exchange_strong(&c->winner, &none, j)) {
@@ -797,12 +808,28 @@ int aiometer_cancelled(void)
     return atomic_load(&ctx->call->stop) != AIO_GOING;
 }
 
+/* Sleep until `end` or the call stops, waiting on its condition variable:
+ * the way when no cancel descriptor can be had. */
+static void sleep_on_cv(struct aio_call *c, uint64_t end)
+{
+    aio_lock(&c->lock);
+    for (;;) {
+        aio_call_check_deadline_locked(c);
+        if (atomic_load(&c->stop) != AIO_GOING || aio_now_ns() >= end)
+            break;
+        aio_cond_wait_until(&c->stop_cv, &c->lock, wait_limit(c, end));
+    }
+    aio_unlock(&c->lock);
+}
+
+static int cancel_fd_of(struct aio_call *c, int *fd);
+
 int aiometer_sleep(double seconds)
 {
     struct aio_ctx *ctx = aio_tls;
     struct aio_call *c;
     uint64_t end;
-    int ret;
+    int fd;
 
     if (isnan(seconds) || seconds < 0)
         return EINVAL;
@@ -814,16 +841,33 @@ int aiometer_sleep(double seconds)
         return 0;
     }
     c = ctx->call;
-    aio_lock(&c->lock);
-    for (;;) {
-        aio_call_check_deadline_locked(c);
-        if (atomic_load(&c->stop) != AIO_GOING || aio_now_ns() >= end)
-            break;
-        aio_cond_wait_until(&c->stop_cv, &c->lock, wait_limit(c, end));
+#ifdef HAVE_PPOLL
+    /* Sleepers poll the call's cancel descriptor rather than share its
+     * lock: when run_any has its winner, dozens of them wake at once, and
+     * through one mutex they would leave one by one. */
+    if (cancel_fd_of(c, &fd) == 0) {
+        for (;;) {
+            struct pollfd pfd = { fd, POLLIN, 0 };
+            struct timespec ts;
+            uint64_t now, until;
+
+            check_deadline(c);
+            if (atomic_load(&c->stop) != AIO_GOING)
+                break;
+            now = aio_now_ns();
+            if (now >= end)
+                break;
+            until = end < c->deadline ? end : c->deadline;
+            ts = aio_ns_to_timespec(until - now);
+            ppoll(&pfd, 1, &ts, NULL);
+        }
+    } else
+#endif
+    {
+        (void)fd;
+        sleep_on_cv(c, end);
     }
-    ret = atomic_load(&c->stop) != AIO_GOING ? ECANCELED : 0;
-    aio_unlock(&c->lock);
-    return ret;
+    return atomic_load(&c->stop) != AIO_GOING ? ECANCELED : 0;
 }
 
 /* Make the call's cancel descriptor: an eventfd where there is one, a pipe
@@ -849,26 +893,41 @@ static int make_cancel_fd(struct aio_call *c)
     return 0;
 }
 
+/* The call's cancel descriptor, made on first use: 0 with *fd, or an errno
+ * value.  Once made it is published in efd_pub, so later users need no lock. */
+static int cancel_fd_of(struct aio_call *c, int *fd)
+{
+    int err = 0;
+
+    *fd = atomic_load_explicit(&c->efd_pub, memory_order_acquire);
+    if (*fd >= 0)
+        return 0;
+    aio_lock(&c->lock);
+    if (c->efd < 0) {
+        err = make_cancel_fd(c);
+        if (!err) {
+            /* A stop that came first must be visible on the new descriptor. */
+            if (atomic_load(&c->stop) != AIO_GOING)
+                signal_cancel_fd(c);
+            atomic_store_explicit(&c->efd_pub, c->efd, memory_order_release);
+        }
+    }
+    *fd = c->efd;
+    aio_unlock(&c->lock);
+    return err;
+}
+
 int aiometer_cancel_fd(void)
 {
     struct aio_ctx *ctx = aio_tls;
-    struct aio_call *c;
-    int fd, err = 0;
+    int fd, err;
 
     if (!ctx) {
         errno = EPERM;
         return -1;
     }
-    c = ctx->call;
-    aio_lock(&c->lock);
-    aio_call_check_deadline_locked(c);
-    if (c->efd < 0) {
-        err = make_cancel_fd(c);
-        if (!err && atomic_load(&c->stop) != AIO_GOING)
-            signal_cancel_fd(c);
-    }
-    fd = c->efd;
-    aio_unlock(&c->lock);
+    check_deadline(ctx->call);
+    err = cancel_fd_of(ctx->call, &fd);
     if (err) {
         errno = err;
         return -1;

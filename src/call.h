@@ -70,6 +70,7 @@ struct aio_call {
     atomic_int source_done;      /* the source said AIOMETER_DONE or failed */
     atomic_size_t participants;  /* threads working on the call now */
     atomic_size_t winner;        /* run_any: the winning index, or SIZE_MAX */
+    atomic_int efd_pub;          /* efd once made (published under lock), -1 */
 
     /* Guarded by lock. */
     pthread_mutex_t lock;
