@@ -12,11 +12,19 @@
 #include <errno.h>
 #include <stdint.h>
 
+/* Results the consumer takes from the queue per lock hold, at most. */
+#define AIO_AMAP_TAKE 64
+
 struct aiometer_amap {
     struct aio_call call;
     struct aio_cq cq;
     int alone;       /* the last wait saw no participant come: help at once */
     int end;         /* what next returned at the end (0: not yet) */
+    /* Results taken from the queue in one lock hold and not yet handed
+     * out: only the consumer touches them. */
+    size_t l_head, l_count;
+    void *l_result[AIO_AMAP_TAKE];
+    size_t l_index[AIO_AMAP_TAKE];
 };
 
 static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], size_t n,
@@ -90,7 +98,7 @@ static void wake_for_room_locked(aiometer_amap *it)
     end = aio_cq_window(&it->cq);
     half = it->cq.cap / 2 ? it->cq.cap / 2 : 1;
     if (end > pos && end - pos >= half)
-        pthread_cond_broadcast(&c->space_cv);
+        pthread_cond_signal(&c->space_cv); /* the rest follow in a chain */
 }
 
 int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
@@ -103,6 +111,14 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
     if (!it || !result)
         return EINVAL;
     c = &it->call;
+    if (it->l_count) {
+        *result = it->l_result[it->l_head];
+        if (index)
+            *index = it->l_index[it->l_head];
+        it->l_head++;
+        it->l_count--;
+        return 0;
+    }
     aio_lock(&c->lock);
     for (;;) {
         int stop;
@@ -121,6 +137,11 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
             break;
         }
         if (aio_cq_pop(&it->cq, &r, &idx)) {
+            /* Take what else is ready while we hold the lock. */
+            it->l_head = it->l_count = 0;
+            while (it->l_count < AIO_AMAP_TAKE &&
+                   aio_cq_pop(&it->cq, &it->l_result[it->l_count], &it->l_index[it->l_count]))
+                it->l_count++;
             wake_for_room_locked(it);
             *result = r;
             if (index)

@@ -37,6 +37,9 @@ static _Thread_local struct aio_ctx *aio_tls;
 #define AIO_BATCH_MAX 1024
 #define AIO_BATCH_GROW_NS 20000
 #define AIO_BATCH_SHRINK_NS 100000
+/* Arguments pulled from a lazy source in one go, at most: they wait on the
+ * puller's stack. */
+#define AIO_SOURCE_BATCH 64
 
 /* Default progress interval. */
 #define AIO_PROGRESS_NS (AIO_NS_PER_S / 10)
@@ -279,6 +282,11 @@ static void wait_for_room_locked(struct aio_call *c, size_t (*pos)(struct aio_ca
         aio_call_check_deadline_locked(c);
     }
     c->space_waiters--;
+    /* The consumer wakes one waiter when room appears; each woken waiter
+     * wakes the next while room remains.  Waking them all at once would
+     * send hundreds of threads after a few slots. */
+    if (c->space_waiters && pos(c) < aio_cq_window(c->cq))
+        pthread_cond_signal(&c->space_cv);
 }
 
 static size_t next_pos(struct aio_call *c)
@@ -291,28 +299,34 @@ static size_t pulled_pos(struct aio_call *c)
     return c->pulled;
 }
 
-/* Claim from a lazy source: one argument, pulled only now that a job can
- * start.  Sources are called with c->lock held, so never concurrently. */
-static int claim_source(struct aio_call *c, int may_wait, size_t *first, void **arg)
+/* Claim from a lazy source: up to `want` arguments (into arg[]), pulled only
+ * now that jobs can start.  Sources are called with c->lock held, so never
+ * concurrently.  Returns how many were pulled; their indices follow *first. */
+static size_t claim_source(struct aio_call *c, size_t want, int may_wait, size_t *first,
+                           void **arg)
 {
-    int r, got = 0;
+    size_t got = 0;
+    int r;
 
     aio_lock(&c->lock);
-    for (;;) {
+    *first = c->pulled;
+    while (got < want) {
         aio_call_check_deadline_locked(c);
         if (atomic_load(&c->stop) != AIO_GOING || atomic_load(&c->source_done))
             break;
         if (c->cq && c->pulled >= aio_cq_window(c->cq)) {
-            if (!may_wait)
+            /* Never wait with arguments in hand: run those first. */
+            if (!may_wait || got)
                 break;
             wait_for_room_locked(c, pulled_pos);
+            *first = c->pulled;
             continue;
         }
-        r = c->source(c->source_state, arg);
+        r = c->source(c->source_state, &arg[got]);
         if (r == 0) {
-            *first = c->pulled++;
-            got = 1;
-            break;
+            c->pulled++;
+            got++;
+            continue;
         }
         atomic_store(&c->source_done, 1);
         if (r != AIOMETER_DONE)
@@ -479,7 +493,28 @@ static void job_failed(struct aio_call *c, size_t j, int err, void *r)
     }
 }
 
-static void deliver(struct aio_call *c, size_t j, void *r)
+/* amap results of one batch, handed to the completion queue under one lock
+ * hold when the batch ends (flush_sink) rather than one lock per result. */
+struct aio_sink {
+    size_t n;
+    size_t index[AIO_SOURCE_BATCH];
+    void *result[AIO_SOURCE_BATCH];
+};
+
+static void flush_sink(struct aio_call *c, struct aio_sink *sink)
+{
+    if (sink->n == 0)
+        return;
+    aio_lock(&c->lock);
+    for (size_t i = 0; i < sink->n; i++)
+        aio_cq_push(c->cq, sink->index[i], sink->result[i]);
+    if (c->done_waiters)
+        pthread_cond_broadcast(&c->done_cv);
+    aio_unlock(&c->lock);
+    sink->n = 0;
+}
+
+static void deliver(struct aio_call *c, size_t j, void *r, struct aio_sink *sink)
 {
     size_t none = SIZE_MAX;
 
@@ -505,11 +540,9 @@ static void deliver(struct aio_call *c, size_t j, void *r)
         aio_unlock(&c->lock);
         break;
     case AIO_MODE_STREAM:
-        aio_lock(&c->lock);
-        aio_cq_push(c->cq, j, r);
-        if (c->done_waiters)
-            pthread_cond_broadcast(&c->done_cv);
-        aio_unlock(&c->lock);
+        sink->index[sink->n] = j;
+        sink->result[sink->n] = r;
+        sink->n++;
         break;
     }
 }
@@ -544,7 +577,7 @@ static void progress_tick(struct aio_call *c)
 }
 
 static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L, size_t j,
-                    void *source_arg, int rated)
+                    void *source_arg, int rated, struct aio_sink *sink)
 {
     aiometer_fn fn;
     void *arg, *r;
@@ -575,7 +608,7 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
         L->completed++;
         if (c->progress)
             atomic_fetch_add(&c->p_completed, 1);
-        deliver(c, j, r);
+        deliver(c, j, r, sink);
     }
     if (c->progress)
         progress_tick(c);
@@ -595,17 +628,21 @@ size_t aio_call_work(struct aio_call *c, int one)
     struct aio_ctx ctx = { c, 0, aio_tls };
     struct aio_local L = { 0, 0, 0, 0 };
     int rated = c->has_rate || c->shared;
-    int adaptive = !rated && !c->source && !one;
+    int adaptive = !rated && !one;
     size_t batch = 1, claimed = 0;
+    void *sargs[AIO_SOURCE_BATCH];
+    struct aio_sink sink;
+    /* Batches stay within what the source buffer and the sink hold. */
+    size_t max_batch = c->source || c->cq ? AIO_SOURCE_BATCH : AIO_BATCH_MAX;
 
+    sink.n = 0;
     aio_tls = &ctx;
     for (;;) {
         size_t first = 0, k, j;
-        void *arg = NULL;
         uint64_t t0 = 0;
 
         if (c->source) {
-            k = claim_source(c, !one, &first, &arg);
+            k = claim_source(c, batch, !one, &first, sargs);
         } else {
             size_t want = 1;
             if (adaptive) {
@@ -623,11 +660,13 @@ size_t aio_call_work(struct aio_call *c, int one)
         if (adaptive)
             t0 = aio_now_ns();
         for (j = first; j < first + k; j++)
-            run_job(c, &ctx, &L, j, arg, rated);
+            run_job(c, &ctx, &L, j, c->source ? sargs[j - first] : NULL, rated, &sink);
+        if (c->cq)
+            flush_sink(c, &sink);
         atomic_fetch_sub(&c->running, 1);
         if (adaptive) {
             uint64_t d = aio_now_ns() - t0;
-            if (d < AIO_BATCH_GROW_NS && batch < AIO_BATCH_MAX)
+            if (d < AIO_BATCH_GROW_NS && batch < max_batch)
                 batch *= 2;
             else if (d > AIO_BATCH_SHRINK_NS && batch > 1)
                 batch /= 2;
