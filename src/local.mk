@@ -12,5 +12,5 @@ src_libaiometer_la_SOURCES = \
 	src/misc.c
 src_libaiometer_la_CPPFLAGS = $(AM_CPPFLAGS) -DAIOMETER_BUILDING
 src_libaiometer_la_CFLAGS = $(AM_CFLAGS) $(VISIBILITY_CFLAGS)
-src_libaiometer_la_LIBADD = $(PTHREAD_LIBS)
+src_libaiometer_la_LIBADD = $(PTHREAD_LIBS) $(LIBM)
 src_libaiometer_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(AIOMETER_LT_VERSION) -no-undefined
