@@ -23,7 +23,8 @@
  * pops it on the way out, so nested calls stack. */
 struct aio_ctx {
     struct aio_call *call;
-    int fail_err;
+    size_t index;  /* the job running now */
+    int fail_err;  /* what it passed to aiometer_fail(), or 0 */
     struct aio_ctx *prev;
 };
 static _Thread_local struct aio_ctx *aio_tls;
@@ -464,15 +465,15 @@ static void skip_job(struct aio_call *c, size_t j)
     }
 }
 
+/* Job j returned after calling aiometer_fail(err), which has already
+ * stopped the call (except under run_any). */
 static void job_failed(struct aio_call *c, size_t j, int err, void *r)
 {
     switch (c->mode) {
     case AIO_MODE_ALL:
         c->results[j] = r;
-        aio_call_stop(c, AIO_STOP_FAILED, err, j);
         break;
     case AIO_MODE_EACH:
-        aio_call_stop(c, AIO_STOP_FAILED, err, j);
         break;
     case AIO_MODE_ANY:
         /* Failures do not stop run_any; the first one is kept in case
@@ -486,8 +487,9 @@ static void job_failed(struct aio_call *c, size_t j, int err, void *r)
         break;
     case AIO_MODE_STREAM:
         aio_lock(&c->lock);
-        aio_call_stop_locked(c, AIO_STOP_FAILED, err, j);
         aio_cq_skip(c->cq, j);
+        if (c->done_waiters)
+            pthread_cond_broadcast(&c->done_cv);
         aio_unlock(&c->lock);
         break;
     }
@@ -597,6 +599,7 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
     L->started++;
     if (c->progress)
         atomic_fetch_add(&c->p_started, 1);
+    ctx->index = j;
     ctx->fail_err = 0;
     r = fn(arg);
     if (ctx->fail_err) {
@@ -625,7 +628,7 @@ static void note_running(struct aio_call *c)
 
 size_t aio_call_work(struct aio_call *c, int one)
 {
-    struct aio_ctx ctx = { c, 0, aio_tls };
+    struct aio_ctx ctx = { c, 0, 0, aio_tls };
     struct aio_local L = { 0, 0, 0, 0 };
     int rated = c->has_rate || c->shared;
     int adaptive = !rated && !one;
@@ -714,7 +717,9 @@ void aio_call_wait(struct aio_call *c)
      * finding work leave; the last one to leave wakes us (done_cv), and so
      * does a stop.  If no thread of the pool has come for AIO_HELP_WAIT_NS
      * (every thread busy, say, or this is a job of a one-thread pool), the
-     * caller runs jobs itself rather than wait for ever. */
+     * caller runs jobs itself rather than wait for ever; but not with a
+     * deadline, which the caller must stay free to watch (it ends the wait
+     * anyway). */
     aio_lock(&c->lock);
     for (;;) {
         uint64_t until = AIO_NEVER;
@@ -722,7 +727,7 @@ void aio_call_wait(struct aio_call *c)
         aio_call_check_deadline_locked(c);
         if (!aio_call_has_work(c))
             break;
-        if (atomic_load(&c->participants) == 0) {
+        if (atomic_load(&c->participants) == 0 && c->deadline == AIO_NEVER) {
             uint64_t now = aio_now_ns();
             if (!alone_since) {
                 alone_since = now;
@@ -835,6 +840,11 @@ void aiometer_fail(int err)
     if (!ctx || err == 0 || ctx->fail_err)
         return;
     ctx->fail_err = err > 0 ? err : EINVAL;
+    /* The call stops now, not when the job returns: no further job starts
+     * and the others see the cancellation while this one cleans up.
+     * run_any is the exception: there a failure only loses. */
+    if (ctx->call->mode != AIO_MODE_ANY)
+        aio_call_stop(ctx->call, AIO_STOP_FAILED, ctx->fail_err, ctx->index);
 }
 
 int aiometer_cancelled(void)

@@ -7,8 +7,8 @@
 #include <errno.h>
 #include <math.h>
 
-/* Intervals and tolerances stay below 2^62 ns (about 146 years) so that
- * now + T and TAT - tau never overflow a uint64_t. */
+/* Intervals and tolerances stay at or below 2^62 ns (about 146 years) so
+ * that now + T and TAT - tau never overflow a uint64_t. */
 #define AIO_GCRA_MAX_NS (UINT64_C(1) << 62)
 
 int aio_gcra_init(struct aio_gcra *g, double rate, size_t burst)
@@ -19,14 +19,20 @@ int aio_gcra_init(struct aio_gcra *g, double rate, size_t burst)
         return EINVAL;
     if (burst == 0)
         burst = 1;
-    /* Round T up: a limiter may be a little slow, never fast. */
+    /* Round T up: a limiter may be a little slow, never fast.  A rate so
+     * small that T passes 2^62 ns (one start in 146 years) is held there:
+     * no program lives to see the difference, and refusing 1e-12 would
+     * only surprise. */
     t = ceil(1e9 / rate);
-    if (!(t >= 1) || t >= (double)AIO_GCRA_MAX_NS)
-        return EINVAL;
-    g->interval = (uint64_t)t;
+    g->interval = t < (double)AIO_GCRA_MAX_NS ? (uint64_t)t : AIO_GCRA_MAX_NS;
+    if (g->interval == 0)
+        g->interval = 1;
+    /* Likewise a burst tolerance past 2^62 ns is held there; that only ever
+     * makes the limiter stricter. */
     if (burst - 1 > AIO_GCRA_MAX_NS / g->interval)
-        return EINVAL;
-    g->tolerance = g->interval * (uint64_t)(burst - 1);
+        g->tolerance = AIO_GCRA_MAX_NS;
+    else
+        g->tolerance = g->interval * (uint64_t)(burst - 1);
     atomic_init(&g->tat, 0);
     return 0;
 }

@@ -23,8 +23,8 @@ struct aio_gcra {
     uint64_t tolerance;   /* tau = T * (burst - 1), in ns */
 };
 
-/* rate in starts per second (finite, > 0), burst >= 1 after 0 -> 1.
- * 0 or EINVAL (T would be under 1 ns or beyond ~146 years, tau overflows). */
+/* rate in starts per second (finite, > 0, at most 1e9), burst 0 meaning 1.
+ * 0 or EINVAL.  T and tau are held at 2^62 ns at most. */
 int aio_gcra_init(struct aio_gcra *g, double rate, size_t burst);
 
 /* Book one start asked for at time now; returns the granted time (>= now). */
