@@ -52,7 +52,7 @@ static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], si
         cap = 256;
     err = aio_cq_init(&it->cq, cap, opts ? opts->ordered : 0);
     if (err) {
-        aio_call_finish(c);
+        aio_call_undo_init(c);
         aio_free(it);
         return err;
     }

@@ -820,6 +820,12 @@ int aio_call_finish(struct aio_call *c)
     if (c->shared)
         atomic_fetch_sub(&c->shared->users, 1);
     atomic_fetch_sub(&c->pool->calls, 1);
+    aio_call_undo_init(c);
+    return ret;
+}
+
+void aio_call_undo_init(struct aio_call *c)
+{
     if (c->efd >= 0)
         close(c->efd);
     if (c->efd_w >= 0 && c->efd_w != c->efd)
@@ -828,7 +834,6 @@ int aio_call_finish(struct aio_call *c)
     pthread_cond_destroy(&c->stop_cv);
     pthread_cond_destroy(&c->done_cv);
     pthread_mutex_destroy(&c->lock);
-    return ret;
 }
 
 /* ---- inside a job ------------------------------------------------------------ */

@@ -136,6 +136,9 @@ void aio_call_wait(struct aio_call *c);
  * ETIMEDOUT). */
 int aio_call_finish(struct aio_call *c);
 
+/* Undo aio_call_init() alone, for a call that never began. */
+void aio_call_undo_init(struct aio_call *c);
+
 /* Take a participant slot (1) or find them all taken (0).  aio_call_leave()
  * gives it back and wakes the caller when the last one leaves. */
 int aio_call_join(struct aio_call *c);
