@@ -158,7 +158,7 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
                 it->end = ret;
                 break;
             }
-            if (c->deadline == AIO_NEVER) {
+            if (aio_call_may_help(c)) {
                 if (!it->alone) {
                     /* Give the pool's threads a moment to come. */
                     uint64_t until = aio_now_ns() + AIO_HELP_WAIT_NS;

@@ -17,6 +17,12 @@
 #ifdef HAVE_SYS_EVENTFD_H
 #include <sys/eventfd.h>
 #endif
+#ifdef HAVE_SYS_TIMERFD_H
+#include <sys/timerfd.h>
+#endif
+#ifdef HAVE_SYS_EPOLL_H
+#include <sys/epoll.h>
+#endif
 
 /* The call whose job this thread is running, so that aiometer_fail() and the
  * other job-side functions find it.  Each participant's loop pushes one and
@@ -133,7 +139,7 @@ int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options
     atomic_init(&c->p_failed, 0);
     atomic_init(&c->p_last, c->t_start);
     atomic_flag_clear(&c->p_busy);
-    c->efd = c->efd_w = -1;
+    c->efd = c->efd_w = c->efd_x = -1;
     atomic_init(&c->efd_pub, -1);
 
     err = aio_mutex_init(&c->lock);
@@ -168,7 +174,7 @@ static void signal_cancel_fd(struct aio_call *c)
     if (c->efd_w < 0)
         return;
 #ifdef HAVE_SYS_EVENTFD_H
-    if (c->efd_w == c->efd) {
+    if (c->efd_w_eventfd) {
         uint64_t one = 1;
         r = write(c->efd_w, &one, sizeof(one));
     } else
@@ -709,6 +715,16 @@ void aio_call_post(struct aio_call *c, size_t helpers)
     }
 }
 
+int aio_call_may_help(struct aio_call *c)
+{
+    /* A caller with a deadline is better off watching it, so it helps only
+     * when no thread of the pool could come: every one started and busy.
+     * It can then leave the watching to the waits themselves: rate waits,
+     * aiometer_sleep and claims end at the deadline, and the cancel
+     * descriptor of such a call carries a timer that fires at it. */
+    return c->deadline == AIO_NEVER || aio_pool_saturated(c->pool);
+}
+
 void aio_call_wait(struct aio_call *c)
 {
     uint64_t alone_since = 0;
@@ -717,9 +733,8 @@ void aio_call_wait(struct aio_call *c)
      * finding work leave; the last one to leave wakes us (done_cv), and so
      * does a stop.  If no thread of the pool has come for AIO_HELP_WAIT_NS
      * (every thread busy, say, or this is a job of a one-thread pool), the
-     * caller runs jobs itself rather than wait for ever; but not with a
-     * deadline, which the caller must stay free to watch (it ends the wait
-     * anyway). */
+     * caller runs jobs itself rather than wait for ever (with a deadline,
+     * only when no thread of the pool is free; see aio_call_may_help). */
     aio_lock(&c->lock);
     for (;;) {
         uint64_t until = AIO_NEVER;
@@ -727,7 +742,7 @@ void aio_call_wait(struct aio_call *c)
         aio_call_check_deadline_locked(c);
         if (!aio_call_has_work(c))
             break;
-        if (atomic_load(&c->participants) == 0 && c->deadline == AIO_NEVER) {
+        if (atomic_load(&c->participants) == 0 && aio_call_may_help(c)) {
             uint64_t now = aio_now_ns();
             if (!alone_since) {
                 alone_since = now;
@@ -830,6 +845,8 @@ void aio_call_undo_init(struct aio_call *c)
         close(c->efd);
     if (c->efd_w >= 0 && c->efd_w != c->efd)
         close(c->efd_w);
+    if (c->efd_x >= 0)
+        close(c->efd_x);
     pthread_cond_destroy(&c->space_cv);
     pthread_cond_destroy(&c->stop_cv);
     pthread_cond_destroy(&c->done_cv);
@@ -933,6 +950,35 @@ static int make_cancel_fd(struct aio_call *c)
     if (fd < 0)
         return errno;
     c->efd = c->efd_w = fd;
+    c->efd_w_eventfd = 1;
+#if defined(HAVE_SYS_TIMERFD_H) && defined(HAVE_SYS_EPOLL_H)
+    if (c->deadline != AIO_NEVER) {
+        /* With a deadline, hand out an epoll descriptor over the eventfd and
+         * a timer that fires at the deadline: it turns readable by itself
+         * when the time is up, whether or not any thread is watching. */
+        struct itimerspec its = { { 0, 0 }, aio_ns_to_timespec(c->deadline) };
+        struct epoll_event ev = { .events = EPOLLIN };
+        int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        int err = 0;
+
+        if (tfd < 0 || ep < 0 || timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL) != 0 ||
+            epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0 ||
+            epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev) != 0)
+            err = errno ? errno : EMFILE;
+        if (err) {
+            if (tfd >= 0)
+                close(tfd);
+            if (ep >= 0)
+                close(ep);
+            close(fd);
+            c->efd = c->efd_w = -1;
+            return err;
+        }
+        c->efd = ep;
+        c->efd_x = tfd;
+    }
+#endif
 #else
     int p[2];
     if (pipe(p) != 0)

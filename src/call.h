@@ -92,8 +92,11 @@ struct aio_call {
     size_t pulled;        /* source: arguments pulled so far */
     int done_waiters;     /* threads waiting on done_cv */
     int space_waiters;    /* threads waiting on space_cv */
-    int efd;              /* cancel descriptor (eventfd or pipe read end), -1 */
-    int efd_w;            /* its write end (== efd for an eventfd) */
+    int efd;              /* cancel descriptor handed out (eventfd, epoll
+                           * over eventfd + deadline timer, or pipe), -1 */
+    int efd_w;            /* what a stop writes to (eventfd or pipe end) */
+    int efd_w_eventfd;    /* efd_w is an eventfd: write 8 bytes */
+    int efd_x;            /* the deadline timerfd to close, or -1 */
 
     /* Statistics: per-thread counts added up when a participant leaves. */
     atomic_size_t started, completed, failed;
@@ -148,6 +151,9 @@ void aio_call_leave(struct aio_call *c);
  * one job and never wait for room (the amap consumer).  Returns the number of
  * jobs claimed. */
 size_t aio_call_work(struct aio_call *c, int one);
+
+/* May the caller (or amap consumer) run jobs when no pool thread came? */
+int aio_call_may_help(struct aio_call *c);
 
 /* True while jobs remain that could be claimed. */
 int aio_call_has_work(struct aio_call *c);

@@ -142,6 +142,16 @@ size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers)
     return have;
 }
 
+int aio_pool_saturated(aiometer_pool *p)
+{
+    int busy;
+
+    aio_lock(&p->lock);
+    busy = p->nthreads >= p->max_threads && p->nidle <= p->wakeups;
+    aio_unlock(&p->lock);
+    return busy;
+}
+
 void aio_pool_unlink(aiometer_pool *p, struct aio_call *c)
 {
     aio_lock(&p->lock);

@@ -48,6 +48,10 @@ int aio_pool_resolve(aiometer_pool *p, aiometer_pool **out);
  * threads the pool has, so a caller can tell a pool that could start none. */
 size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers);
 
+/* True when every thread the pool may have is started and none is idle:
+ * no helper can come until a running job ends. */
+int aio_pool_saturated(aiometer_pool *p);
+
 /* Take c out of the list, if it is there: no worker joins it afterwards. */
 void aio_pool_unlink(aiometer_pool *p, struct aio_call *c);
 
