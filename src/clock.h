@@ -22,4 +22,15 @@ uint64_t aio_seconds_to_ns(double seconds);
 /* a + b, saturated at AIO_NEVER. */
 uint64_t aio_add_ns(uint64_t a, uint64_t b);
 
+/* A pause for spin-waits on the clock or on a flag: tells the CPU (and a
+ * hyperthread sibling) that we are only waiting. */
+static inline void aio_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #endif

@@ -26,6 +26,8 @@ static aiometer_pool *registry;
 static aiometer_pool *_Atomic default_pool;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+_Thread_local int aio_on_worker;
+
 /* ---- the list of calls (pool->lock held) ---------------------------------------- */
 
 static void list_unlink(aiometer_pool *p, struct aio_call *c)
@@ -83,6 +85,7 @@ static void *worker_main(void *arg)
     aiometer_pool *p = arg;
     struct aio_call *c;
 
+    aio_on_worker = 1;
 #if defined(HAVE_SYS_PRCTL_H) && defined(PR_SET_TIMERSLACK)
     if (p->timer_slack_ns)
         prctl(PR_SET_TIMERSLACK, p->timer_slack_ns, 0, 0, 0);
@@ -130,15 +133,19 @@ size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers)
         p->nthreads++;
     }
     wake = helpers < spare ? helpers : spare;
+    p->wakeups += wake;
+    have = p->nthreads;
+    aio_unlock(&p->lock);
+    /* Wake after unlocking: a woken worker's first act is to take the lock,
+     * and would otherwise block on it and need a second wake-up.  The
+     * waiters counted in `spare` are inside pthread_cond_wait (they went in
+     * under the lock), so none can miss this. */
     if (wake == spare && wake > 0) {
         pthread_cond_broadcast(&p->work_cv);
     } else {
         for (size_t i = 0; i < wake; i++)
             pthread_cond_signal(&p->work_cv);
     }
-    p->wakeups += wake;
-    have = p->nthreads;
-    aio_unlock(&p->lock);
     return have;
 }
 

@@ -39,6 +39,9 @@ struct aiometer_pool {
     struct aiometer_pool *reg_prev, *reg_next;
 };
 
+/* Nonzero on the pool's own worker threads (their timer slack is set). */
+extern _Thread_local int aio_on_worker;
+
 /* The pool a call runs on: p itself, or the default pool for NULL (made on
  * first use).  0, ENOMEM or EAGAIN. */
 int aio_pool_resolve(aiometer_pool *p, aiometer_pool **out);
