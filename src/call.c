@@ -221,17 +221,25 @@ void aio_call_stop(struct aio_call *c, int reason, int err, size_t index)
     aio_unlock(&c->lock);
 }
 
+/* True when the deadline has passed on a call that still had something to
+ * do: a call whose every job has returned did not run out of time, even if
+ * its consumer has not read all its results yet. */
+static int deadline_hit(struct aio_call *c)
+{
+    return c->deadline != AIO_NEVER && atomic_load(&c->stop) == AIO_GOING &&
+           aio_now_ns() >= c->deadline &&
+           (aio_call_has_work(c) || atomic_load(&c->participants) > 0);
+}
+
 void aio_call_check_deadline_locked(struct aio_call *c)
 {
-    if (c->deadline != AIO_NEVER && atomic_load(&c->stop) == AIO_GOING &&
-        aio_now_ns() >= c->deadline)
+    if (deadline_hit(c))
         aio_call_stop_locked(c, AIO_STOP_TIMEOUT, 0, 0);
 }
 
 static void check_deadline(struct aio_call *c)
 {
-    if (c->deadline != AIO_NEVER && atomic_load(&c->stop) == AIO_GOING &&
-        aio_now_ns() >= c->deadline)
+    if (deadline_hit(c))
         aio_call_stop(c, AIO_STOP_TIMEOUT, 0, 0);
 }
 
