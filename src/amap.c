@@ -149,15 +149,19 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
             ret = 0;
             break;
         }
+        /* The order of these two reads matters: once nothing is left to
+         * claim, every job that will run was claimed by a participant, so
+         * no participant then means nothing runs.  Read the other way
+         * round, a worker could join and claim the last job in between. */
+        if (!aio_call_has_work(c) && atomic_load(&c->participants) == 0) {
+            /* Nothing runs, nothing is left, nothing is buffered. */
+            ret = stop == AIO_STOP_CANCELLED ? ECANCELED
+                  : stop == AIO_STOP_TIMEOUT ? ETIMEDOUT
+                                             : AIOMETER_DONE;
+            it->end = ret;
+            break;
+        }
         if (atomic_load(&c->participants) == 0) {
-            if (!aio_call_has_work(c)) {
-                /* Nothing runs, nothing is left, nothing is buffered. */
-                ret = stop == AIO_STOP_CANCELLED ? ECANCELED
-                      : stop == AIO_STOP_TIMEOUT ? ETIMEDOUT
-                                                 : AIOMETER_DONE;
-                it->end = ret;
-                break;
-            }
             if (aio_call_may_help(c)) {
                 if (!it->alone) {
                     /* Give the pool's threads a moment to come. */
