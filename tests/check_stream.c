@@ -134,6 +134,13 @@ static void items_init(struct probe *p, struct item *items, void **args, size_t 
     }
 }
 
+/* Starts a test's probe and its n items (and args[], when not NULL). */
+static void setup_items(struct probe *p, struct item *items, void **args, size_t n)
+{
+    probe_init(p);
+    items_init(p, items, args, n);
+}
+
 static void *item_job(void *arg)
 {
     struct item *it = arg;
@@ -185,23 +192,105 @@ static void *item_job(void *arg)
     return it;
 }
 
-/* Read results until next says anything but 0, checking that each is
- * fn(args[index]) and comes once.  Returns that last code. */
-static int drain(aiometer_amap *it, void **args, size_t n, unsigned char *seen,
-                 size_t *delivered)
+/* Checks one result that next delivered: its index is in range and new,
+ * and it is fn(args[index]).  Marks it seen. */
+static void check_result(void *result, size_t index, void **args, size_t n,
+                         unsigned char *seen)
+{
+    ck_assert_uint_lt(index, n);
+    ck_assert_msg(!seen[index], "index %zu delivered twice", index);
+    ck_assert_ptr_eq(result, args[index]);
+    seen[index] = 1;
+}
+
+/* Reads one result, which must be there (next says 0), and checks it. */
+static void read_one(aiometer_amap *it, void **args, size_t n, unsigned char *seen)
+{
+    void *result = NULL;
+    size_t index = (size_t)-1;
+    ck_assert_int_eq(aiometer_amap_next(it, &result, &index), 0);
+    check_result(result, index, args, n, seen);
+}
+
+/* Read results until next says anything but 0 or skip_rc, checking each
+ * with check_result.  Each skip_rc is counted in *skipped (when skipped is
+ * not NULL) and reading goes on, as it does after a job's failure.  Returns
+ * the code that ended the loop. */
+static int drain_skipping(aiometer_amap *it, void **args, size_t n, unsigned char *seen,
+                          size_t *delivered, int skip_rc, size_t *skipped)
 {
     for (;;) {
         void *result = NULL;
         size_t index = (size_t)-1;
         int rc = aiometer_amap_next(it, &result, &index);
+        if (rc != 0 && skipped && rc == skip_rc) {
+            (*skipped)++;
+            continue;
+        }
         if (rc != 0)
             return rc;
-        ck_assert_uint_lt(index, n);
-        ck_assert_msg(!seen[index], "index %zu delivered twice", index);
-        ck_assert_ptr_eq(result, args[index]);
-        seen[index] = 1;
+        check_result(result, index, args, n, seen);
         (*delivered)++;
     }
+}
+
+/* Read results until next says anything but 0, checking that each is
+ * fn(args[index]) and comes once.  Returns that last code. */
+static int drain(aiometer_amap *it, void **args, size_t n, unsigned char *seen,
+                 size_t *delivered)
+{
+    return drain_skipping(it, args, n, seen, delivered, 0, NULL);
+}
+
+/* Reads results from..to-1 of an ordered call: each must come with its own
+ * index, in input order, as the job's result &items[i]. */
+static void read_in_order(aiometer_amap *it, struct item *items, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        void *result = NULL;
+        size_t index = (size_t)-1;
+        ck_assert_int_eq(aiometer_amap_next(it, &result, &index), 0);
+        ck_assert_uint_eq(index, i);
+        ck_assert_ptr_eq(result, &items[i]);
+    }
+}
+
+/* Asserts that next says `want` (an end code, which is sticky). */
+static void expect_end(aiometer_amap *it, int want)
+{
+    void *r;
+    ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), want);
+}
+
+/* Gives items[from..to-1] the same sleep. */
+static void set_sleep(struct item *items, size_t from, size_t to, double seconds, int how)
+{
+    for (size_t i = from; i < to; i++) {
+        items[i].sleep = seconds;
+        items[i].how = how;
+    }
+}
+
+/* The checks on a job that waited on aiometer_cancel_fd() and was woken by
+ * cancellation, not by its own timeout. */
+static void check_fd_woken(const struct item *x)
+{
+    ck_assert_int_ge(x->fd, 0);
+    ck_assert_int_eq(x->fd_ready_early, 0);
+    ck_assert_int_eq(x->fd_poll_rc, 1);
+    ck_assert(x->fd_revents & POLLIN);
+}
+
+/* For a call that stopped early: every job that started has returned, and
+ * the stats count the ones that never started as cancelled.  Returns how
+ * many started. */
+static size_t check_stopped(struct probe *p, const aiometer_stats *st, size_t n)
+{
+    size_t started = atomic_load(&p->started);
+    ck_assert_uint_eq(ld(&p->returned), started);
+    ck_assert_uint_eq(st->started, started);
+    ck_assert_uint_eq(st->cancelled, n - started);
+    return started;
 }
 
 /* Wait (at most 5 s) until `count` jobs have started, so that a test's
@@ -219,6 +308,19 @@ static aiometer_options opts_on(aiometer_pool *pool)
     aiometer_options o = {0};
     o.pool = pool;
     return o;
+}
+
+/* Opens an amap of one plain 1 s job on pool o->pool and waits until it has
+ * started, so that it holds one of the pool's threads for that second. */
+static aiometer_amap *occupy_thread(const aiometer_options *o, struct probe *busy_p,
+                                    struct item *busy, void **busy_args)
+{
+    aiometer_amap *busy_it = NULL;
+    setup_items(busy_p, busy, busy_args, 1);
+    busy[0].sleep = 1.0;
+    ck_assert_int_eq(aiometer_amap_open(&busy_it, item_job, busy_args, 1, o), 0);
+    wait_started(busy_p, 1);
+    return busy_it;
 }
 
 /* Calls aiometer_amap_cancel after a delay, from another thread, to reach a
@@ -324,8 +426,7 @@ START_TEST(test_amap_each_result_once)
     aiometer_amap *it = NULL;
     size_t delivered = 0;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     /* Uneven sleeps so that jobs finish out of input order. */
     for (size_t i = 0; i < N; i++)
         items[i].sleep = (double)((i * 7) % 5) * 0.002;
@@ -338,10 +439,8 @@ START_TEST(test_amap_each_result_once)
     ck_assert_int_eq(drain(it, args, N, seen, &delivered), AIOMETER_DONE);
     ck_assert_uint_eq(delivered, N);
     /* The end is sticky. */
-    for (int k = 0; k < 3; k++) {
-        void *r = NULL;
-        ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), AIOMETER_DONE);
-    }
+    for (int k = 0; k < 3; k++)
+        expect_end(it, AIOMETER_DONE);
     ck_assert_int_eq(aiometer_amap_close(it), 0);
 
     ck_assert_uint_eq(ld(&p.returned), N);
@@ -371,8 +470,7 @@ START_TEST(test_amap_index_may_be_null)
     int rc;
     size_t got = 0;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
     while ((rc = aiometer_amap_next(it, &result, NULL)) == 0) {
         struct item *x = result;
@@ -398,8 +496,7 @@ START_TEST(test_amap_empty)
     aiometer_amap *it = NULL;
     void *result = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, args, 1);
+    setup_items(&p, items, args, 1);
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, 0, &o), 0);
     ck_assert_int_eq(aiometer_amap_next(it, &result, NULL), AIOMETER_DONE);
     ck_assert_int_eq(aiometer_amap_next(it, &result, NULL), AIOMETER_DONE);
@@ -424,14 +521,8 @@ START_TEST(test_amap_saturated_pool_progresses)
     aiometer_amap *busy_it = NULL, *it = NULL;
     size_t delivered = 0;
 
-    probe_init(&busy_p);
-    items_init(&busy_p, busy, busy_args, 1);
-    busy[0].sleep = 1.0; /* plain: holds the pool's thread for 1 s */
-    ck_assert_int_eq(aiometer_amap_open(&busy_it, item_job, busy_args, 1, &o), 0);
-    wait_started(&busy_p, 1);
-
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    busy_it = occupy_thread(&o, &busy_p, busy, busy_args);
+    setup_items(&p, items, args, N);
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
     ck_assert_int_eq(drain(it, args, N, seen, &delivered), AIOMETER_DONE);
     ck_assert_uint_eq(delivered, N);
@@ -457,10 +548,8 @@ START_TEST(test_amap_close_without_reading_waits_for_all)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 0; i < N; i++)
-        items[i].sleep = 0.01;
+    setup_items(&p, items, args, N);
+    set_sleep(items, 0, N, 0.01, SLEEP_PLAIN);
     o.max_at_once = 4;
     o.max_buffered = 2; /* the buffer fills long before the jobs are done */
     o.stats = &st;
@@ -491,25 +580,16 @@ START_TEST(test_amap_close_at_every_point)
         aiometer_options o = opts_on(pool);
         aiometer_amap *it = NULL;
 
-        probe_init(&p);
-        items_init(&p, items, args, N);
+        setup_items(&p, items, args, N);
         for (size_t i = 0; i < N; i++)
             items[i].sleep = 0.003 * (double)(i % 3);
         o.max_at_once = 2;
         ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
         for (size_t r = 0; r < points[k]; r++) {
-            void *result = NULL;
-            size_t index = (size_t)-1;
-            int rc = aiometer_amap_next(it, &result, &index);
-            if (r < N) {
-                ck_assert_int_eq(rc, 0);
-                ck_assert_uint_lt(index, N);
-                ck_assert(!seen[index]);
-                ck_assert_ptr_eq(result, args[index]);
-                seen[index] = 1;
-            } else {
-                ck_assert_int_eq(rc, AIOMETER_DONE);
-            }
+            if (r < N)
+                read_one(it, args, N, seen);
+            else
+                expect_end(it, AIOMETER_DONE);
         }
         ck_assert_int_eq(aiometer_amap_close(it), 0);
         ck_assert_msg(ld(&p.returned) == N,
@@ -536,50 +616,27 @@ START_TEST(test_amap_failure_surfaces)
     size_t delivered = 0, failures = 0;
     int rc;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 0; i < N; i++)
-        items[i].sleep = 0.01;
+    setup_items(&p, items, args, N);
+    set_sleep(items, 0, N, 0.01, SLEEP_PLAIN);
     items[3].fail = EIO;
     o.max_at_once = 2;
     o.stats = &st;
 
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
     /* Results, the error exactly once, results of jobs that did finish, end. */
-    for (;;) {
-        void *result = NULL;
-        size_t index = (size_t)-1;
-        rc = aiometer_amap_next(it, &result, &index);
-        if (rc == EIO) {
-            failures++;
-            continue;
-        }
-        if (rc != 0)
-            break;
-        ck_assert_uint_lt(index, N);
-        ck_assert(!seen[index]);
-        ck_assert_ptr_eq(result, args[index]);
-        seen[index] = 1;
-        delivered++;
-    }
+    rc = drain_skipping(it, args, N, seen, &delivered, EIO, &failures);
     ck_assert_int_eq(rc, AIOMETER_DONE);
     ck_assert_uint_eq(failures, 1);
     ck_assert_msg(!seen[3], "the failed job's result was delivered");
-    {
-        void *r;
-        ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), AIOMETER_DONE);
-    }
+    expect_end(it, AIOMETER_DONE);
     /* next reported the failure, so close has nothing more to say. */
     ck_assert_int_eq(aiometer_amap_close(it), 0);
 
-    size_t started = atomic_load(&p.started);
+    size_t started = check_stopped(&p, &st, N);
     ck_assert_msg(started < N, "all %zu jobs started despite the failure", started);
-    ck_assert_uint_eq(ld(&p.returned), started);
     ck_assert_uint_eq(delivered, started - 1);
-    ck_assert_uint_eq(st.started, started);
     ck_assert_uint_eq(st.failed, 1);
     ck_assert_uint_eq(st.completed, started - 1);
-    ck_assert_uint_eq(st.cancelled, N - started);
     ck_assert_uint_eq(st.failed_index, 3);
     free_pool(pool);
 }
@@ -596,10 +653,8 @@ START_TEST(test_amap_close_reports_unread_failure)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 1; i < N; i++)
-        items[i].sleep = 0.01;
+    setup_items(&p, items, args, N);
+    set_sleep(items, 1, N, 0.01, SLEEP_PLAIN);
     items[0].fail = EPIPE;
     o.max_at_once = 2;
     o.stats = &st;
@@ -627,8 +682,7 @@ START_TEST(test_amap_results_after_failure)
     void *result = NULL;
     size_t index = (size_t)-1;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     items[0].sleep = 0.4; /* plain: it does not stop when cancelled */
     items[1].sleep = 0.05;
     items[1].fail = EIO;
@@ -667,23 +721,13 @@ START_TEST(test_amap_cancel_at_every_point)
         aiometer_amap *it = NULL;
         size_t delivered = 0;
 
-        probe_init(&p);
-        items_init(&p, items, args, N);
-        for (size_t i = 0; i < N; i++) {
-            items[i].sleep = 0.04;
-            items[i].how = SLEEP_CANCELLABLE;
-        }
+        setup_items(&p, items, args, N);
+        set_sleep(items, 0, N, 0.04, SLEEP_CANCELLABLE);
         o.max_at_once = 2;
         o.stats = &st;
         ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
         for (size_t r = 0; r < points[k]; r++) {
-            void *result = NULL;
-            size_t index = (size_t)-1;
-            ck_assert_int_eq(aiometer_amap_next(it, &result, &index), 0);
-            ck_assert_uint_lt(index, N);
-            ck_assert(!seen[index]);
-            ck_assert_ptr_eq(result, args[index]);
-            seen[index] = 1;
+            read_one(it, args, N, seen);
             delivered++;
         }
         ck_assert_int_eq(aiometer_amap_cancel(it), 0);
@@ -692,17 +736,11 @@ START_TEST(test_amap_cancel_at_every_point)
         ck_assert_msg(rc == ECANCELED || (rc == AIOMETER_DONE && delivered == N),
                       "cancel after %zu reads: next said %d after %zu results", points[k],
                       rc, delivered);
-        {
-            void *r;
-            ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), rc); /* the end is sticky */
-        }
+        expect_end(it, rc); /* the end is sticky */
         ck_assert_int_eq(aiometer_amap_close(it), 0);
 
-        size_t started = atomic_load(&p.started);
-        ck_assert_uint_eq(ld(&p.returned), started);
+        size_t started = check_stopped(&p, &st, N);
         ck_assert_uint_le(delivered, started);
-        ck_assert_uint_eq(st.started, started);
-        ck_assert_uint_eq(st.cancelled, N - started);
         if (points[k] == 0)
             ck_assert_msg(started < N, "cancel before any next: all %zu jobs started",
                           started);
@@ -724,8 +762,7 @@ START_TEST(test_amap_cancel_after_end)
     size_t delivered = 0;
     void *result;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
     ck_assert_int_eq(drain(it, args, N, seen, &delivered), AIOMETER_DONE);
     ck_assert_uint_eq(delivered, N);
@@ -751,12 +788,8 @@ START_TEST(test_amap_cancel_wakes_blocked_next)
     struct canceller c;
     size_t delivered = 0;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 0; i < N; i++) {
-        items[i].sleep = 10.0;
-        items[i].how = SLEEP_CANCELLABLE;
-    }
+    setup_items(&p, items, args, N);
+    set_sleep(items, 0, N, 10.0, SLEEP_CANCELLABLE);
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
     c.it = it;
     c.delay = 0.1;
@@ -769,10 +802,7 @@ START_TEST(test_amap_cancel_wakes_blocked_next)
     ck_assert_int_eq(c.rc, 0);
     ck_assert_int_eq(rc, ECANCELED);
     ck_assert_msg(waited >= 0.09 && waited < 3.0, "next returned after %.3f s", waited);
-    {
-        void *r;
-        ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), ECANCELED);
-    }
+    expect_end(it, ECANCELED);
     ck_assert_int_eq(aiometer_amap_close(it), 0);
     ck_assert_msg(now_s() - t0 < 3.0, "close took the jobs' full sleep");
     ck_assert_uint_eq(ld(&p.saw_cancel), ld(&p.started));
@@ -793,12 +823,8 @@ START_TEST(test_amap_close_after_cancel_waits_only_running)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 0; i < N; i++) {
-        items[i].sleep = 5.0;
-        items[i].how = SLEEP_CANCELLABLE;
-    }
+    setup_items(&p, items, args, N);
+    set_sleep(items, 0, N, 5.0, SLEEP_CANCELLABLE);
     o.max_at_once = 2;
     o.stats = &st;
     double t0 = now_s();
@@ -810,14 +836,11 @@ START_TEST(test_amap_close_after_cancel_waits_only_running)
     ck_assert_int_eq(aiometer_amap_close(it), 0);
     double took = now_s() - t0;
 
-    size_t started = atomic_load(&p.started);
+    size_t started = check_stopped(&p, &st, N);
     ck_assert_msg(took < 2.5, "close took %.3f s", took);
     ck_assert_uint_ge(started, 1);
     ck_assert_uint_le(started, 2);
-    ck_assert_uint_eq(ld(&p.returned), started);
     ck_assert_uint_eq(ld(&p.saw_cancel), started);
-    ck_assert_uint_eq(st.started, started);
-    ck_assert_uint_eq(st.cancelled, N - started);
     free_pool(pool);
 }
 END_TEST
@@ -847,6 +870,29 @@ static void *race_job(void *arg)
         spin++;
     atomic_fetch_add(&x->p->returned, 1);
     return x;
+}
+
+/* Reads at most `most` results of a race call (or until next says anything
+ * but 0), counting wrong and duplicate results rather than asserting, so
+ * that the repetition's parameters can go in the failure message.  Returns
+ * the last code next said, 0 if it never said anything else. */
+static int race_read(aiometer_amap *it, void **args, size_t n, unsigned char *seen,
+                     size_t most, size_t *delivered, size_t *wrong, size_t *dup)
+{
+    int rc = 0;
+    for (size_t r = 0; r < most; r++) {
+        void *result = NULL;
+        size_t index = (size_t)-1;
+        rc = aiometer_amap_next(it, &result, &index);
+        if (rc != 0)
+            break;
+        if (index >= n || result != args[index])
+            (*wrong)++;
+        else if (seen[index]++)
+            (*dup)++;
+        (*delivered)++;
+    }
+    return rc;
 }
 
 /* 10,000 short calls, each ended by close at a different point, with or
@@ -888,35 +934,13 @@ START_TEST(test_amap_close_early_races)
             ck_abort_msg("amap_open failed at repetition %zu", rep);
 
         size_t want = mode == 0 ? 0 : mode == 2 ? n + 1 : reads;
-        for (size_t r = 0; r < want; r++) {
-            void *result = NULL;
-            size_t index = (size_t)-1;
-            rc = aiometer_amap_next(it, &result, &index);
-            if (rc != 0)
-                break;
-            if (index >= n || result != args[index])
-                wrong++;
-            else if (seen[index]++)
-                dup++;
-            delivered++;
-        }
+        rc = race_read(it, args, n, seen, want, &delivered, &wrong, &dup);
         if ((mode == 1 && rc != 0) || (mode == 2 && rc != AIOMETER_DONE))
             bad_rc++;
         if (mode == 3) {
             if (aiometer_amap_cancel(it) != 0)
                 bad_rc++;
-            for (;;) {
-                void *result = NULL;
-                size_t index = (size_t)-1;
-                rc = aiometer_amap_next(it, &result, &index);
-                if (rc != 0)
-                    break;
-                if (index >= n || result != args[index])
-                    wrong++;
-                else if (seen[index]++)
-                    dup++;
-                delivered++;
-            }
+            rc = race_read(it, args, n, seen, SIZE_MAX, &delivered, &wrong, &dup);
             if (!(rc == ECANCELED || (rc == AIOMETER_DONE && delivered == n)))
                 bad_rc++;
         }
@@ -959,8 +983,7 @@ START_TEST(test_amap_backpressure)
     aiometer_amap *it = NULL;
     size_t delivered = 0;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     o.max_at_once = AT_ONCE;
     o.max_buffered = BUF;
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
@@ -992,8 +1015,7 @@ START_TEST(test_amap_ordered_backpressure)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     items[0].sleep = 0.4;
     o.max_at_once = AT_ONCE;
     o.max_buffered = BUF;
@@ -1003,17 +1025,8 @@ START_TEST(test_amap_ordered_backpressure)
     size_t started = atomic_load(&p.started);
     ck_assert_msg(!ldi(&items[0].done), "job 0 finished too early for this test");
     ck_assert_msg(started <= BUF + AT_ONCE, "%zu jobs started behind a slow head", started);
-    for (size_t i = 0; i < N; i++) {
-        void *result = NULL;
-        size_t index = (size_t)-1;
-        ck_assert_int_eq(aiometer_amap_next(it, &result, &index), 0);
-        ck_assert_uint_eq(index, i);
-        ck_assert_ptr_eq(result, args[i]);
-    }
-    {
-        void *r;
-        ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), AIOMETER_DONE);
-    }
+    read_in_order(it, items, 0, N);
+    expect_end(it, AIOMETER_DONE);
     ck_assert_int_eq(aiometer_amap_close(it), 0);
     free_pool(pool);
 }
@@ -1032,8 +1045,7 @@ START_TEST(test_amap_ordered_in_input_order)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     /* Later jobs are mostly quicker, so finishing order is far from input order. */
     for (size_t i = 0; i < N; i++)
         items[i].sleep = (double)((N - i) % 7) * 0.003;
@@ -1041,18 +1053,9 @@ START_TEST(test_amap_ordered_in_input_order)
     o.ordered = 1;
     o.stats = &st;
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
-    for (size_t i = 0; i < N; i++) {
-        void *result = NULL;
-        size_t index = (size_t)-1;
-        ck_assert_int_eq(aiometer_amap_next(it, &result, &index), 0);
-        ck_assert_uint_eq(index, i);
-        ck_assert_ptr_eq(result, args[i]);
-    }
-    {
-        void *r;
-        ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), AIOMETER_DONE);
-        ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), AIOMETER_DONE);
-    }
+    read_in_order(it, items, 0, N);
+    expect_end(it, AIOMETER_DONE);
+    expect_end(it, AIOMETER_DONE);
     ck_assert_int_eq(aiometer_amap_close(it), 0);
     ck_assert_uint_eq(st.completed, N);
     free_pool(pool);
@@ -1071,20 +1074,13 @@ START_TEST(test_amap_ordered_streams_early)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     items[N - 1].sleep = 0.6;
     o.ordered = 1;
     double t0 = now_s();
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
     wait_started(&p, N);
-    for (size_t i = 0; i < N - 1; i++) {
-        void *result = NULL;
-        size_t index = (size_t)-1;
-        ck_assert_int_eq(aiometer_amap_next(it, &result, &index), 0);
-        ck_assert_uint_eq(index, i);
-        ck_assert_ptr_eq(result, args[i]);
-    }
+    read_in_order(it, items, 0, N - 1);
     double early = now_s() - t0;
     ck_assert_msg(!ldi(&items[N - 1].done),
                   "the first %d results took %.3f s, waiting for the slow last job", N - 1,
@@ -1113,10 +1109,8 @@ START_TEST(test_amap_ordered_failure)
     size_t failures = 0, last = 0, delivered = 0;
     int rc;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 0; i < N; i++)
-        items[i].sleep = 0.005;
+    setup_items(&p, items, args, N);
+    set_sleep(items, 0, N, 0.005, SLEEP_PLAIN);
     items[5].fail = ENOSPC;
     o.ordered = 1;
     o.max_at_once = 2;
@@ -1154,6 +1148,13 @@ static aiometer_job job_of(struct item *x)
     return j;
 }
 
+/* jobs[i] runs item_job on items[i]. */
+static void jobs_of(aiometer_job *jobs, struct item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        jobs[i] = job_of(&items[i]);
+}
+
 /* aiometer's own: run_any of [slow, fast] returns fast, and does not wait
  * out the slow job, which sleeps cancellably. */
 START_TEST(test_run_any_slow_fast)
@@ -1166,13 +1167,11 @@ START_TEST(test_run_any_slow_fast)
     void *result = NULL;
     size_t index = (size_t)-1;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, 2);
+    setup_items(&p, items, NULL, 2);
     items[0].sleep = 10.0;
     items[0].how = SLEEP_CANCELLABLE;
     items[1].sleep = 0.02;
-    jobs[0] = job_of(&items[0]);
-    jobs[1] = job_of(&items[1]);
+    jobs_of(jobs, items, 2);
     double t0 = now_s();
     ck_assert_int_eq(aiometer_run_any(jobs, 2, &result, &index, &o), 0);
     double took = now_s() - t0;
@@ -1200,12 +1199,10 @@ START_TEST(test_run_any_waits_for_running_losers)
     void *result = NULL;
     size_t index = (size_t)-1;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, 2);
+    setup_items(&p, items, NULL, 2);
     items[0].sleep = 0.3;
     items[1].sleep = 0.02;
-    jobs[0] = job_of(&items[0]);
-    jobs[1] = job_of(&items[1]);
+    jobs_of(jobs, items, 2);
     ck_assert_int_eq(aiometer_run_any(jobs, 2, &result, &index, &o), 0);
     ck_assert_uint_eq(index, 1);
     ck_assert_ptr_eq(result, &items[1]);
@@ -1227,14 +1224,12 @@ START_TEST(test_run_any_skips_failures)
     void *result = NULL;
     size_t index = (size_t)-1;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, 3);
+    setup_items(&p, items, NULL, 3);
     items[0].fail = EIO;
     items[1].sleep = 0.01;
     items[1].fail = EPIPE;
     items[2].sleep = 0.08;
-    for (size_t i = 0; i < 3; i++)
-        jobs[i] = job_of(&items[i]);
+    jobs_of(jobs, items, 3);
     o.stats = &st;
     ck_assert_int_eq(aiometer_run_any(jobs, 3, &result, &index, &o), 0);
     ck_assert_uint_eq(index, 2);
@@ -1257,15 +1252,13 @@ START_TEST(test_run_any_all_fail)
     void *result = NULL;
     size_t index = (size_t)-1;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
+    setup_items(&p, items, NULL, N);
     items[0].fail = EIO; /* fails first, by far */
     for (size_t i = 1; i < N; i++) {
         items[i].sleep = 0.2;
         items[i].fail = EPIPE;
     }
-    for (size_t i = 0; i < N; i++)
-        jobs[i] = job_of(&items[i]);
+    jobs_of(jobs, items, N);
     o.stats = &st;
     ck_assert_int_eq(aiometer_run_any(jobs, N, &result, &index, &o), EIO);
     ck_assert_uint_eq(ld(&p.started), N);
@@ -1290,12 +1283,9 @@ START_TEST(test_run_any_losers_not_started)
     void *result = NULL;
     size_t index = (size_t)-1;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
-    for (size_t i = 0; i < N; i++) {
-        items[i].sleep = 0.005;
-        jobs[i] = job_of(&items[i]);
-    }
+    setup_items(&p, items, NULL, N);
+    set_sleep(items, 0, N, 0.005, SLEEP_PLAIN);
+    jobs_of(jobs, items, N);
     o.max_at_once = 1;
     o.stats = &st;
     ck_assert_int_eq(aiometer_run_any(jobs, N, &result, &index, &o), 0);
@@ -1323,13 +1313,12 @@ START_TEST(test_run_any_many_sleepers)
     void *result = NULL;
     size_t index = (size_t)-1;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
+    setup_items(&p, items, NULL, N);
     for (size_t i = 0; i < N; i++) {
         items[i].sleep = 0.05 * (double)(i + 1);
         items[i].how = SLEEP_CANCELLABLE;
-        jobs[i] = job_of(&items[i]);
     }
+    jobs_of(jobs, items, N);
     double t0 = now_s();
     ck_assert_int_eq(aiometer_run_any(jobs, N, &result, &index, &o), 0);
     double took = now_s() - t0;
@@ -1356,12 +1345,9 @@ START_TEST(test_run_any_late_return_does_not_win)
     void *result = NULL;
     size_t index = 77;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
-    for (size_t i = 0; i < N; i++) {
-        items[i].sleep = 0.3; /* plain: returns normally, late */
-        jobs[i] = job_of(&items[i]);
-    }
+    setup_items(&p, items, NULL, N);
+    set_sleep(items, 0, N, 0.3, SLEEP_PLAIN); /* returns normally, late */
+    jobs_of(jobs, items, N);
     o.timeout = 0.1;
     ck_assert_int_eq(aiometer_run_any(jobs, N, &result, &index, &o), ETIMEDOUT);
     ck_assert_uint_eq(ld(&p.returned), ld(&p.started));
@@ -1377,10 +1363,8 @@ START_TEST(test_run_any_null_outputs)
     aiometer_pool *pool = new_pool(2);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, NULL, 2);
-    jobs[0] = job_of(&items[0]);
-    jobs[1] = job_of(&items[1]);
+    setup_items(&p, items, NULL, 2);
+    jobs_of(jobs, items, 2);
     ck_assert_int_eq(aiometer_run_any(jobs, 2, NULL, NULL, &o), 0);
     ck_assert_uint_ge(ld(&p.started), 1);
     free_pool(pool);
@@ -1397,13 +1381,9 @@ START_TEST(test_run_any_timeout)
     aiometer_options o = opts_on(pool);
     void *result = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
-    for (size_t i = 0; i < N; i++) {
-        items[i].sleep = 10.0;
-        items[i].how = SLEEP_CANCELLABLE;
-        jobs[i] = job_of(&items[i]);
-    }
+    setup_items(&p, items, NULL, N);
+    set_sleep(items, 0, N, 10.0, SLEEP_CANCELLABLE);
+    jobs_of(jobs, items, N);
     o.timeout = 0.2;
     double t0 = now_s();
     ck_assert_int_eq(aiometer_run_any(jobs, N, &result, NULL, &o), ETIMEDOUT);
@@ -1445,8 +1425,7 @@ START_TEST(test_sleep_in_job_runs_full)
     aiometer_pool *pool = new_pool(2);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, args, 1);
+    setup_items(&p, items, args, 1);
     items[0].sleep = 0.05;
     items[0].how = SLEEP_CANCELLABLE;
     double t0 = now_s();
@@ -1458,6 +1437,18 @@ START_TEST(test_sleep_in_job_runs_full)
 }
 END_TEST
 
+/* Runs items[0], which waits for cancellation, and items[1], which fails
+ * with EIO: the call fails with EIO well before job 0's own wait would
+ * end, and job 0 did run. */
+static void run_waiter_and_failer(struct item *items, void **args, const aiometer_options *o)
+{
+    double t0 = now_s();
+    ck_assert_int_eq(aiometer_run_on_each(item_job, args, 2, o), EIO);
+    double took = now_s() - t0;
+    ck_assert_msg(took < 2.5, "the call took %.3f s", took);
+    ck_assert(ldi(&items[0].began));
+}
+
 /* Job 0 sleeps 10 s cancellably; job 1 fails after 50 ms.  The failure
  * cancels the call, which wakes job 0 long before its sleep is over. */
 START_TEST(test_sleep_wakes_on_failure)
@@ -1468,17 +1459,12 @@ START_TEST(test_sleep_wakes_on_failure)
     aiometer_pool *pool = new_pool(3);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, args, 2);
+    setup_items(&p, items, args, 2);
     items[0].sleep = 10.0;
     items[0].how = SLEEP_CANCELLABLE;
     items[1].sleep = 0.05;
     items[1].fail = EIO;
-    double t0 = now_s();
-    ck_assert_int_eq(aiometer_run_on_each(item_job, args, 2, &o), EIO);
-    double took = now_s() - t0;
-    ck_assert_msg(took < 2.5, "the call took %.3f s", took);
-    ck_assert(ldi(&items[0].began));
+    run_waiter_and_failer(items, args, &o);
     ck_assert_int_eq(items[0].sleep_rc, ECANCELED);
     ck_assert_int_ne(items[0].cancelled_after, 0);
     free_pool(pool);
@@ -1495,20 +1481,12 @@ START_TEST(test_cancel_fd_wakes_on_failure)
     aiometer_pool *pool = new_pool(3);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, args, 2);
+    setup_items(&p, items, args, 2);
     items[0].use_fd = 1;
     items[1].sleep = 0.1;
     items[1].fail = EIO;
-    double t0 = now_s();
-    ck_assert_int_eq(aiometer_run_on_each(item_job, args, 2, &o), EIO);
-    double took = now_s() - t0;
-    ck_assert_msg(took < 2.5, "the call took %.3f s", took);
-    ck_assert(ldi(&items[0].began));
-    ck_assert_int_ge(items[0].fd, 0);
-    ck_assert_int_eq(items[0].fd_ready_early, 0);
-    ck_assert_int_eq(items[0].fd_poll_rc, 1);
-    ck_assert(items[0].fd_revents & POLLIN);
+    run_waiter_and_failer(items, args, &o);
+    check_fd_woken(&items[0]);
     ck_assert_int_ne(items[0].cancelled_after, 0);
     free_pool(pool);
 }
@@ -1525,8 +1503,7 @@ START_TEST(test_cancel_fd_wakes_on_amap_cancel)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     for (size_t i = 0; i < N; i++)
         items[i].use_fd = 1;
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
@@ -1539,12 +1516,8 @@ START_TEST(test_cancel_fd_wakes_on_amap_cancel)
     double took = now_s() - t0;
     ck_assert_msg(took < 2.5, "close after cancel took %.3f s", took);
     ck_assert_uint_eq(ld(&p.started), N);
-    for (size_t i = 0; i < N; i++) {
-        ck_assert_int_ge(items[i].fd, 0);
-        ck_assert_int_eq(items[i].fd_ready_early, 0);
-        ck_assert_int_eq(items[i].fd_poll_rc, 1);
-        ck_assert(items[i].fd_revents & POLLIN);
-    }
+    for (size_t i = 0; i < N; i++)
+        check_fd_woken(&items[i]);
     free_pool(pool);
 }
 END_TEST
@@ -1603,12 +1576,8 @@ START_TEST(test_deadline_run_on_each)
     aiometer_pool *pool = new_pool(N + 1);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 0; i < N; i++) {
-        items[i].sleep = 10.0;
-        items[i].how = SLEEP_CANCELLABLE;
-    }
+    setup_items(&p, items, args, N);
+    set_sleep(items, 0, N, 10.0, SLEEP_CANCELLABLE);
     o.timeout = 0.2;
     o.stats = &st;
     double t0 = now_s();
@@ -1636,18 +1605,15 @@ START_TEST(test_deadline_stops_starts)
     aiometer_pool *pool = new_pool(4);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 0; i < N; i++)
-        items[i].sleep = 0.05;
+    setup_items(&p, items, args, N);
+    set_sleep(items, 0, N, 0.05, SLEEP_PLAIN);
     o.max_at_once = 2;
     o.timeout = timeout;
     o.stats = &st;
     p.t0 = now_s();
     ck_assert_int_eq(aiometer_run_on_each(item_job, args, N, &o), ETIMEDOUT);
-    size_t started = atomic_load(&p.started);
+    size_t started = check_stopped(&p, &st, N);
     ck_assert_uint_lt(started, N);
-    ck_assert_uint_eq(ld(&p.returned), started);
     pthread_mutex_lock(&p.lock);
     double last = p.last_start;
     pthread_mutex_unlock(&p.lock);
@@ -1655,8 +1621,6 @@ START_TEST(test_deadline_stops_starts)
                   timeout);
     nap(0.1);
     ck_assert_uint_eq(ld(&p.started), started);
-    ck_assert_uint_eq(st.started, started);
-    ck_assert_uint_eq(st.cancelled, N - started);
     free_pool(pool);
 }
 END_TEST
@@ -1672,10 +1636,8 @@ START_TEST(test_deadline_caller_runs_no_job)
     aiometer_pool *pool = new_pool(2);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 0; i < N; i++)
-        items[i].sleep = 0.01;
+    setup_items(&p, items, args, N);
+    set_sleep(items, 0, N, 0.01, SLEEP_PLAIN);
     o.timeout = 5.0;
     double t0 = now_s();
     ck_assert_int_eq(aiometer_run_on_each(item_job, args, N, &o), 0);
@@ -1698,14 +1660,11 @@ START_TEST(test_deadline_run_all_unstarted_null)
     aiometer_pool *pool = new_pool(4);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
-    for (size_t i = 0; i < N; i++) {
-        items[i].sleep = 10.0;
-        items[i].how = SLEEP_CANCELLABLE;
-        jobs[i] = job_of(&items[i]);
+    setup_items(&p, items, NULL, N);
+    set_sleep(items, 0, N, 10.0, SLEEP_CANCELLABLE);
+    jobs_of(jobs, items, N);
+    for (size_t i = 0; i < N; i++)
         results[i] = &p; /* anything but NULL or the job's own result */
-    }
     o.max_at_once = 1;
     o.timeout = 0.15;
     ck_assert_int_eq(aiometer_run_all(jobs, N, results, &o), ETIMEDOUT);
@@ -1733,12 +1692,8 @@ START_TEST(test_deadline_amap)
     aiometer_amap *it = NULL;
     size_t delivered = 0;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 2; i < N; i++) {
-        items[i].sleep = 10.0;
-        items[i].how = SLEEP_CANCELLABLE;
-    }
+    setup_items(&p, items, args, N);
+    set_sleep(items, 2, N, 10.0, SLEEP_CANCELLABLE);
     o.timeout = 0.3;
     double t0 = now_s();
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, args, N, &o), 0);
@@ -1747,12 +1702,9 @@ START_TEST(test_deadline_amap)
     ck_assert_int_eq(rc, ETIMEDOUT);
     ck_assert_msg(took >= 0.25 && took < 2.5, "next ended after %.3f s", took);
     ck_assert(seen[0] && seen[1]);
-    {
-        void *r;
-        ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), ETIMEDOUT);
-        ck_assert_int_eq(aiometer_amap_cancel(it), 0);
-        ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), ETIMEDOUT);
-    }
+    expect_end(it, ETIMEDOUT);
+    ck_assert_int_eq(aiometer_amap_cancel(it), 0);
+    expect_end(it, ETIMEDOUT);
     ck_assert_int_eq(aiometer_amap_close(it), 0);
     ck_assert_uint_eq(ld(&p.returned), ld(&p.started));
     free_pool(pool);
@@ -1769,8 +1721,7 @@ START_TEST(test_deadline_wakes_cancel_fd)
     aiometer_pool *pool = new_pool(N + 1);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     for (size_t i = 0; i < N; i++) {
         items[i].use_fd = 1;
         items[i].fd_wait_ms = 3000; /* so that a missed deadline fails, not hangs */
@@ -1802,14 +1753,8 @@ START_TEST(test_deadline_busy_pool_cancel_fd)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&busy_p);
-    items_init(&busy_p, busy, busy_args, 1);
-    busy[0].sleep = 1.0; /* plain: holds the pool's thread for 1 s */
-    ck_assert_int_eq(aiometer_amap_open(&it, item_job, busy_args, 1, &o), 0);
-    wait_started(&busy_p, 1);
-
-    probe_init(&p);
-    items_init(&p, items, args, 1);
+    it = occupy_thread(&o, &busy_p, busy, busy_args);
+    setup_items(&p, items, args, 1);
     items[0].use_fd = 1;
     items[0].fd_wait_ms = 3000; /* so that a missed deadline fails, not hangs */
     o.timeout = 0.2;
@@ -1833,8 +1778,7 @@ START_TEST(test_deadline_not_reached)
     aiometer_pool *pool = new_pool(3);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     o.timeout = 5.0;
     ck_assert_int_eq(aiometer_run_on_each(item_job, args, N, &o), 0);
     ck_assert_uint_eq(ld(&p.returned), N);
@@ -1857,8 +1801,7 @@ START_TEST(test_source_runs_every_item)
     aiometer_pool *pool = new_pool(4);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
+    setup_items(&p, items, NULL, N);
     src_init(&s, items, N, AIOMETER_DONE);
     o.stats = &st;
     ck_assert_int_eq(aiometer_run_on_each_source(item_job, src_next, &s, &o), 0);
@@ -1887,10 +1830,8 @@ START_TEST(test_source_calls_not_concurrent)
     int rc;
     size_t got = 0;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
-    for (size_t i = 0; i < N; i++)
-        items[i].sleep = 0.0005;
+    setup_items(&p, items, NULL, N);
+    set_sleep(items, 0, N, 0.0005, SLEEP_PLAIN);
     src_init(&s, items, N, AIOMETER_DONE);
     s.pause = 0.0002;
     o.max_at_once = 8;
@@ -1922,8 +1863,7 @@ START_TEST(test_source_pulled_lazily)
     struct runner r;
     aiometer_pool *pool = new_pool(4);
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
+    setup_items(&p, items, NULL, N);
     for (size_t i = 0; i < N; i++)
         items[i].wait_gate = 1;
     src_init(&s, items, N, AIOMETER_DONE);
@@ -1958,8 +1898,7 @@ START_TEST(test_source_pulled_lazily_amap)
     size_t index = (size_t)-1, got = 0;
     int rc;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
+    setup_items(&p, items, NULL, N);
     for (size_t i = 0; i < N; i++)
         items[i].wait_gate = 1;
     src_init(&s, items, N, AIOMETER_DONE);
@@ -2000,8 +1939,7 @@ START_TEST(test_source_ends_early)
     size_t delivered = 0;
     void *result;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
+    setup_items(&p, items, args, N);
     o.max_at_once = 8;
     src_init(&s, items, N, AIOMETER_DONE);
     ck_assert_int_eq(aiometer_run_on_each_source(item_job, src_next, &s, &o), 0);
@@ -2043,10 +1981,8 @@ START_TEST(test_source_fails)
     unsigned char seen[N] = {0};
     int rc;
 
-    probe_init(&p);
-    items_init(&p, items, args, N);
-    for (size_t i = 0; i < N; i++)
-        items[i].sleep = 0.002;
+    setup_items(&p, items, args, N);
+    set_sleep(items, 0, N, 0.002, SLEEP_PLAIN);
     o.max_at_once = 3;
     src_init(&s, items, N, EIO);
     ck_assert_int_eq(aiometer_run_on_each_source(item_job, src_next, &s, &o), EIO);
@@ -2057,22 +1993,7 @@ START_TEST(test_source_fails)
     /* The same through amap: next reports the error once, or close does. */
     src_init(&s, items, N, EIO);
     ck_assert_int_eq(aiometer_amap_open_source(&it, item_job, src_next, &s, &o), 0);
-    for (;;) {
-        void *result = NULL;
-        size_t index = (size_t)-1;
-        rc = aiometer_amap_next(it, &result, &index);
-        if (rc == EIO) {
-            eio_from_next++;
-            continue;
-        }
-        if (rc != 0)
-            break;
-        ck_assert_uint_lt(index, N);
-        ck_assert(!seen[index]);
-        ck_assert_ptr_eq(result, args[index]);
-        seen[index] = 1;
-        delivered++;
-    }
+    rc = drain_skipping(it, args, N, seen, &delivered, EIO, &eio_from_next);
     ck_assert_int_eq(rc, AIOMETER_DONE);
     int close_rc = aiometer_amap_close(it);
     ck_assert_msg(eio_from_next + (close_rc == EIO) == 1,
@@ -2092,8 +2013,7 @@ START_TEST(test_source_fails_at_once)
     aiometer_pool *pool = new_pool(2);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, NULL, 1);
+    setup_items(&p, items, NULL, 1);
     src_init(&s, items, 0, ENOMEM);
     o.stats = &st;
     ck_assert_int_eq(aiometer_run_on_each_source(item_job, src_next, &s, &o), ENOMEM);
@@ -2114,10 +2034,8 @@ START_TEST(test_source_job_failure)
     aiometer_pool *pool = new_pool(4);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
-    for (size_t i = 0; i < N; i++)
-        items[i].sleep = 0.002;
+    setup_items(&p, items, NULL, N);
+    set_sleep(items, 0, N, 0.002, SLEEP_PLAIN);
     items[5].fail = EBADMSG;
     o.max_at_once = 2;
     src_init(&s, items, N, AIOMETER_DONE);
@@ -2140,25 +2058,15 @@ START_TEST(test_source_ordered_amap)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
+    setup_items(&p, items, NULL, N);
     for (size_t i = 0; i < N; i++)
         items[i].sleep = (double)((N - i) % 4) * 0.003;
     src_init(&s, items, N, AIOMETER_DONE);
     o.ordered = 1;
     o.max_at_once = 4;
     ck_assert_int_eq(aiometer_amap_open_source(&it, item_job, src_next, &s, &o), 0);
-    for (size_t i = 0; i < N; i++) {
-        void *result = NULL;
-        size_t index = (size_t)-1;
-        ck_assert_int_eq(aiometer_amap_next(it, &result, &index), 0);
-        ck_assert_uint_eq(index, i);
-        ck_assert_ptr_eq(result, &items[i]);
-    }
-    {
-        void *r;
-        ck_assert_int_eq(aiometer_amap_next(it, &r, NULL), AIOMETER_DONE);
-    }
+    read_in_order(it, items, 0, N);
+    expect_end(it, AIOMETER_DONE);
     ck_assert_int_eq(aiometer_amap_close(it), 0);
     free_pool(pool);
 }
@@ -2177,8 +2085,7 @@ START_TEST(test_source_endless_cancelled)
     aiometer_amap *it = NULL;
 
     ck_assert_ptr_nonnull(items);
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
+    setup_items(&p, items, NULL, N);
     src_init(&s, items, N, AIOMETER_DONE);
     o.max_at_once = 4;
     o.max_buffered = 8;
@@ -2211,10 +2118,8 @@ START_TEST(test_source_deadline)
     aiometer_options o = opts_on(pool);
 
     ck_assert_ptr_nonnull(items);
-    probe_init(&p);
-    items_init(&p, items, NULL, N);
-    for (size_t i = 0; i < N; i++)
-        items[i].sleep = 0.02;
+    setup_items(&p, items, NULL, N);
+    set_sleep(items, 0, N, 0.02, SLEEP_PLAIN);
     src_init(&s, items, N, AIOMETER_DONE);
     o.max_at_once = 2;
     o.timeout = 0.2;
@@ -2241,8 +2146,7 @@ START_TEST(test_amap_open_bad_arguments)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, args, 3);
+    setup_items(&p, items, args, 3);
     ck_assert_int_eq(aiometer_amap_open(NULL, item_job, args, 3, &o), EINVAL);
     ck_assert_int_eq(aiometer_amap_open(&it, NULL, args, 3, &o), EINVAL);
     ck_assert_int_eq(aiometer_amap_open(&it, item_job, NULL, 3, &o), EINVAL);
@@ -2265,8 +2169,7 @@ START_TEST(test_amap_source_bad_arguments)
     aiometer_options o = opts_on(pool);
     aiometer_amap *it = NULL;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, 3);
+    setup_items(&p, items, NULL, 3);
     src_init(&s, items, 3, AIOMETER_DONE);
     ck_assert_int_eq(aiometer_amap_open_source(NULL, item_job, src_next, &s, &o), EINVAL);
     ck_assert_int_eq(aiometer_amap_open_source(&it, NULL, src_next, &s, &o), EINVAL);
@@ -2292,8 +2195,7 @@ START_TEST(test_amap_iterator_bad_arguments)
     void *result;
     size_t index, delivered = 0;
 
-    probe_init(&p);
-    items_init(&p, items, args, 3);
+    setup_items(&p, items, args, 3);
     ck_assert_int_eq(aiometer_amap_next(NULL, &result, &index), EINVAL);
     ck_assert_int_eq(aiometer_amap_cancel(NULL), EINVAL);
     ck_assert_int_eq(aiometer_amap_close(NULL), EINVAL);
@@ -2317,10 +2219,8 @@ START_TEST(test_run_any_bad_arguments)
     void *result;
     size_t index;
 
-    probe_init(&p);
-    items_init(&p, items, NULL, 2);
-    jobs[0] = job_of(&items[0]);
-    jobs[1] = job_of(&items[1]);
+    setup_items(&p, items, NULL, 2);
+    jobs_of(jobs, items, 2);
     ck_assert_int_eq(aiometer_run_any(jobs, 0, &result, &index, &o), EINVAL);
     ck_assert_int_eq(aiometer_run_any(NULL, 2, &result, &index, &o), EINVAL);
     jobs[1].fn = NULL;
@@ -2341,8 +2241,7 @@ START_TEST(test_source_bad_arguments)
     aiometer_pool *pool = new_pool(2);
     aiometer_options o = opts_on(pool);
 
-    probe_init(&p);
-    items_init(&p, items, NULL, 3);
+    setup_items(&p, items, NULL, 3);
     src_init(&s, items, 3, AIOMETER_DONE);
     ck_assert_int_eq(aiometer_run_on_each_source(NULL, src_next, &s, &o), EINVAL);
     ck_assert_int_eq(aiometer_run_on_each_source(item_job, NULL, &s, &o), EINVAL);
@@ -2368,10 +2267,8 @@ START_TEST(test_bad_timeout)
     aiometer_amap *it = NULL;
     static const double bad[] = {-1.0, -INFINITY, NAN};
 
-    probe_init(&p);
-    items_init(&p, items, args, 2);
-    jobs[0] = job_of(&items[0]);
-    jobs[1] = job_of(&items[1]);
+    setup_items(&p, items, args, 2);
+    jobs_of(jobs, items, 2);
     src_init(&s, items, 2, AIOMETER_DONE);
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         o.timeout = bad[k];
