@@ -824,12 +824,16 @@ int aio_call_finish(struct aio_call *c)
         for (size_t i = atomic_load(&c->next); i < c->n; i++)
             c->results[i] = NULL;
     }
-    if (stop == AIO_STOP_FAILED)
+    if (stop == AIO_STOP_WON)
+        ret = 0; /* run_any: a win is a success whatever else failed */
+    else if (stop == AIO_STOP_FAILED)
         ret = c->err;
     else if (stop == AIO_STOP_TIMEOUT)
         ret = ETIMEDOUT;
     else if (stop == AIO_STOP_CANCELLED)
         ret = ECANCELED;
+    else if (c->mode == AIO_MODE_ANY)
+        ret = c->err; /* every job failed: the first failure */
 
     if (c->progress)
         report_progress(c, now);
@@ -841,7 +845,7 @@ int aio_call_finish(struct aio_call *c)
         s->failed = atomic_load(&c->failed);
         s->cancelled = total > s->started ? total - s->started : 0;
         s->peak_running = atomic_load(&c->peak);
-        s->failed_index = c->err ? c->err_index : SIZE_MAX;
+        s->failed_index = ret && ret == c->err ? c->err_index : SIZE_MAX;
         s->limiter_wait = (double)atomic_load(&c->rate_wait_ns) / 1e9;
         s->elapsed = (double)(now - c->t_start) / 1e9;
     }

@@ -98,7 +98,7 @@ int aiometer_run_any(const aiometer_job jobs[], size_t n, void **result, size_t 
 {
     struct aio_call c;
     size_t win;
-    int err, ret;
+    int err;
 
     if (n == 0 || check_jobs(jobs, n))
         return EINVAL;
@@ -115,16 +115,6 @@ int aiometer_run_any(const aiometer_job jobs[], size_t n, void **result, size_t 
             *result = c.win_result;
         if (index)
             *index = win;
-        /* A win is a success even if a job failed or the deadline passed
-         * while it ran. */
-        c.err = 0;
-        atomic_store(&c.stop, AIO_STOP_WON);
-        aio_call_finish(&c);
-        return 0;
     }
-    ret = atomic_load(&c.stop) == AIO_STOP_TIMEOUT ? ETIMEDOUT : c.err;
-    if (ret == c.err && ret)
-        atomic_store(&c.stop, AIO_STOP_FAILED);
-    aio_call_finish(&c);
-    return ret;
+    return aio_call_finish(&c);
 }
