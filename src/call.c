@@ -83,6 +83,9 @@ int aio_options_check(const aiometer_options *o)
         return EINVAL;
     if (isnan(o->progress_interval) || o->progress_interval < 0)
         return EINVAL;
+    /* A per-key limiter needs the job's key, which calls cannot give yet. */
+    if (o->limiter && o->limiter->be.per_key)
+        return EINVAL;
     return 0;
 }
 
@@ -113,6 +116,7 @@ int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options
         c->has_rate = 1;
     }
     c->shared = opts->limiter;
+    c->capped = c->shared && c->shared->be.acquire;
     c->t_start = aio_now_ns();
     c->deadline = AIO_NEVER;
     if (opts->timeout > 0 && isfinite(opts->timeout))
@@ -426,15 +430,21 @@ static uint64_t rate_spin_ns(void)
     return (uint64_t)v;
 }
 
-/* Wait for the rate limiter(s); 1 to start the job, 0 if the call stopped. */
-static int wait_rate(struct aio_call *c, struct aio_local *L)
+/* Book job j's start with the rate limiter(s) and wait for it; 1 to start
+ * the job, 0 if the call stopped (a limiter that fails to book stops it). */
+static int wait_rate(struct aio_call *c, struct aio_local *L, size_t j)
 {
     uint64_t asked = aio_now_ns(), now = asked, grant = now, spin, wake;
 
     if (c->has_rate)
         grant = aio_gcra_book(&c->own_rate, now);
-    if (c->shared) {
-        uint64_t g2 = aio_gcra_book(&c->shared->gcra, now);
+    if (c->shared && c->shared->be.book) {
+        uint64_t g2;
+        int err = c->shared->be.book(c->shared->state, NULL, now, &g2);
+        if (err) {
+            aio_call_stop(c, AIO_STOP_FAILED, err > 0 ? err : EIO, j);
+            return 0;
+        }
         if (g2 > grant)
             grant = g2;
     }
@@ -461,6 +471,48 @@ static int wait_rate(struct aio_call *c, struct aio_local *L)
         aio_cpu_relax();
     L->rate_wait_ns += aio_now_ns() - asked;
     return atomic_load(&c->stop) == AIO_GOING;
+}
+
+static int cancel_fd_of(struct aio_call *c, int *fd);
+
+/* How often a job asks a limiter backend that cannot wait for a slot. */
+#define AIO_SLOT_POLL_MS 1
+
+/* Take a running slot of the call's limiter for job j, waiting until one is
+ * free or the call stops.  1 with the slot, 0 if the call stopped (a
+ * limiter that fails stops it with its error). */
+static int take_slot(struct aio_call *c, size_t j)
+{
+    int fd, err;
+
+    err = c->shared->be.acquire(c->shared->state, NULL, -1);
+    if (err == EAGAIN) {
+        /* None free: wait, on the call's cancel descriptor, which turns
+         * readable when the call stops (at its deadline too). */
+        err = cancel_fd_of(c, &fd);
+        while (!err) {
+            struct pollfd pfd = { fd, POLLIN, 0 };
+
+            err = c->shared->be.acquire(c->shared->state, NULL, fd);
+            if (err != EAGAIN)
+                break;
+            /* A backend that cannot wait said EAGAIN: ask again after
+             * AIO_SLOT_POLL_MS, or at once when the call stops. */
+            err = 0;
+            poll(&pfd, 1, AIO_SLOT_POLL_MS);
+            if (atomic_load(&c->stop) != AIO_GOING)
+                return 0;
+        }
+    }
+    if (err == 0) {
+        if (atomic_load(&c->stop) == AIO_GOING)
+            return 1;
+        c->shared->be.release(c->shared->state, NULL);
+        return 0;
+    }
+    if (err != ECANCELED)
+        aio_call_stop(c, AIO_STOP_FAILED, err > 0 ? err : EIO, j);
+    return 0;
 }
 
 /* Job `j` will never run: leave a trace where its result would go. */
@@ -596,8 +648,12 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
     aiometer_fn fn;
     void *arg, *r;
 
+    int slot = 0;
+
     if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIO_GOING ||
-        (rated && !wait_rate(c, L))) {
+        (c->capped && !(slot = take_slot(c, j))) || (rated && !wait_rate(c, L, j))) {
+        if (slot)
+            c->shared->be.release(c->shared->state, NULL);
         skip_job(c, j);
         return;
     }
@@ -625,6 +681,8 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
             atomic_fetch_add(&c->p_completed, 1);
         deliver(c, j, r, sink);
     }
+    if (slot)
+        c->shared->be.release(c->shared->state, NULL);
     if (c->progress)
         progress_tick(c);
 }
@@ -642,7 +700,7 @@ size_t aio_call_work(struct aio_call *c, int one)
 {
     struct aio_ctx ctx = { c, 0, 0, aio_tls };
     struct aio_local L = { 0, 0, 0, 0 };
-    int rated = c->has_rate || c->shared;
+    int rated = c->has_rate || (c->shared && c->shared->be.book);
     int adaptive = !rated && !one;
     size_t batch = 1, claimed = 0;
     void *sargs[AIO_SOURCE_BATCH];
@@ -910,7 +968,6 @@ static void sleep_on_cv(struct aio_call *c, uint64_t end)
     aio_unlock(&c->lock);
 }
 
-static int cancel_fd_of(struct aio_call *c, int *fd);
 
 int aiometer_sleep(double seconds)
 {

@@ -55,7 +55,8 @@ struct aio_call {
     int caller_runs;      /* the caller works on the call while it waits */
     int has_rate;         /* own_rate is in use */
     struct aio_gcra own_rate;
-    struct aiometer_limiter *shared;
+    struct aiometer_limiter *shared; /* opts.limiter */
+    int capped;           /* shared has a running cap */
     uint64_t deadline;    /* AIO_NEVER: none */
     uint64_t t_start;     /* 0 unless timing was asked for */
     aiometer_progress_fn progress;

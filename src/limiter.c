@@ -1,4 +1,5 @@
-/* limiter.c - GCRA booking and the shared limiter object. */
+/* limiter.c - GCRA booking, the limiter object over a backend, and the
+ * backend of a limiter private to this process. */
 #include "config.h"
 #include "aiometer.h"
 #include "limiter.h"
@@ -6,6 +7,10 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
+#include <stddef.h>
+#include <string.h>
+#include <unistd.h>
 
 /* Intervals and tolerances stay at or below 2^62 ns (about 146 years) so
  * that now + T and TAT - tau never overflow a uint64_t. */
@@ -42,6 +47,8 @@ uint64_t aio_gcra_book(struct aio_gcra *g, uint64_t now)
     uint64_t tat = atomic_load_explicit(&g->tat, memory_order_relaxed);
     uint64_t grant, next;
 
+    /* Relaxed is enough: TAT is the only shared datum, and the CAS makes
+     * each booking see the one before it. */
     do {
         grant = tat > g->tolerance ? tat - g->tolerance : 0;
         if (grant < now)
@@ -52,21 +59,46 @@ uint64_t aio_gcra_book(struct aio_gcra *g, uint64_t now)
     return grant;
 }
 
-int aiometer_limiter_create(aiometer_limiter **lim, double rate, size_t burst)
+int aio_limiter_options_check(const aiometer_limiter_options *lo, size_t max_cap)
 {
     struct aio_gcra probe;
-    aiometer_limiter *l;
-    int err;
+    double r;
 
-    if (!lim)
+    if (!lo)
         return EINVAL;
-    err = aio_gcra_init(&probe, rate, burst);
-    if (err)
-        return err;
+    r = lo->max_per_second;
+    if (isnan(r) || r < 0)
+        return EINVAL;
+    if (r > 0 && isfinite(r) && aio_gcra_init(&probe, r, lo->max_burst))
+        return EINVAL;
+    if (lo->max_at_once > max_cap)
+        return EINVAL;
+    /* A limiter that limits nothing is a mistake, not a default. */
+    if (!(r > 0 && isfinite(r)) && lo->max_at_once == 0)
+        return EINVAL;
+    return 0;
+}
+
+/* ---- the limiter object ------------------------------------------------------ */
+
+int aiometer_limiter_create_backend(aiometer_limiter **lim, const aiometer_limiter_backend *b,
+                                    void *state)
+{
+    aiometer_limiter *l;
+    size_t n;
+
+    if (!lim || !b || b->size < offsetof(aiometer_limiter_backend, close) + sizeof(b->close))
+        return EINVAL;
+    if (!b->acquire != !b->release || (!b->book && !b->acquire))
+        return EINVAL;
     l = aio_calloc(1, sizeof(*l));
     if (!l)
         return ENOMEM;
-    aio_gcra_init(&l->gcra, rate, burst);
+    /* A newer caller's struct may be longer: take what we know of it. */
+    n = b->size < sizeof(l->be) ? b->size : sizeof(l->be);
+    memcpy(&l->be, b, n);
+    l->be.size = sizeof(l->be);
+    l->state = state;
     atomic_init(&l->users, 0);
     *lim = l;
     return 0;
@@ -81,6 +113,116 @@ int aiometer_limiter_destroy(aiometer_limiter *lim)
      * avoid; while one runs, refuse and leave it usable. */
     if (atomic_load(&lim->users) != 0)
         return EBUSY;
+    if (lim->be.close)
+        lim->be.close(lim->state);
     aio_free(lim);
     return 0;
+}
+
+/* ---- the private backend ------------------------------------------------------ */
+
+/* A rate (GCRA) and a running cap.  The cap is a counting semaphore kept in
+ * a descriptor (aio_sem_fd, sync.c): reading takes a slot, writing gives
+ * one back, and a waiter polls it together with the call's cancel
+ * descriptor, so a stopped call ends the wait at once.  Waiters sleep in
+ * poll until a slot comes back; several may wake for one slot, and those
+ * that lose the read sleep again. */
+struct aio_private {
+    int has_rate;
+    struct aio_gcra gcra;
+    struct aio_sem sem; /* sem.fd < 0: no running cap */
+};
+
+static int private_book(void *state, const char *key, uint64_t now, uint64_t *start)
+{
+    struct aio_private *p = state;
+
+    (void)key;
+    *start = aio_gcra_book(&p->gcra, now);
+    return 0;
+}
+
+static int private_acquire(void *state, const char *key, int cancel_fd)
+{
+    struct aio_private *p = state;
+
+    (void)key;
+    for (;;) {
+        struct pollfd pfd[2] = { { p->sem.fd, POLLIN, 0 }, { cancel_fd, POLLIN, 0 } };
+
+        if (aio_sem_trytake(&p->sem))
+            return 0;
+        if (cancel_fd < 0)
+            return EAGAIN;
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+            return errno;
+        if (pfd[1].revents)
+            return ECANCELED;
+    }
+}
+
+static void private_release(void *state, const char *key)
+{
+    struct aio_private *p = state;
+
+    (void)key;
+    aio_sem_give(&p->sem);
+}
+
+static void private_close(void *state)
+{
+    struct aio_private *p = state;
+
+    aio_sem_destroy(&p->sem);
+    aio_free(p);
+}
+
+static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *lo)
+{
+    aiometer_limiter_backend be = { sizeof(be), 0, NULL, NULL, NULL, private_close };
+    struct aio_private *p;
+    int err;
+
+    p = aio_calloc(1, sizeof(*p));
+    if (!p)
+        return ENOMEM;
+    p->sem.fd = -1;
+    if (lo->max_per_second > 0 && isfinite(lo->max_per_second)) {
+        aio_gcra_init(&p->gcra, lo->max_per_second, lo->max_burst);
+        p->has_rate = 1;
+        be.book = private_book;
+    }
+    if (lo->max_at_once) {
+        err = aio_sem_init(&p->sem, lo->max_at_once);
+        if (err) {
+            aio_free(p);
+            return err;
+        }
+        be.acquire = private_acquire;
+        be.release = private_release;
+    }
+    err = aiometer_limiter_create_backend(lim, &be, p);
+    if (err)
+        private_close(p);
+    return err;
+}
+
+int aiometer_limiter_create(aiometer_limiter **lim, double rate, size_t burst)
+{
+    aiometer_limiter_options lo = { rate, burst, 0 };
+    struct aio_gcra probe;
+
+    if (!lim || aio_gcra_init(&probe, rate, burst))
+        return EINVAL;
+    return private_open(lim, &lo);
+}
+
+int aiometer_limiter_open(aiometer_limiter **lim, const char *name,
+                          const aiometer_limiter_options *lo)
+{
+    if (!lim || aio_limiter_options_check(lo, AIO_PRIVATE_MAX_AT_ONCE))
+        return EINVAL;
+    if (name)
+        return ENOSYS; /* host-wide limiters: not built yet */
+    return private_open(lim, lo);
 }

@@ -1,4 +1,6 @@
-/* limiter.h - where the rate is enforced: GCRA on CLOCK_MONOTONIC.
+/* limiter.h - where the rate is enforced: GCRA on CLOCK_MONOTONIC, and the
+ * limiter object that puts a backend (this process's GCRA and running cap, a
+ * host-wide one, Redis, a user's own) behind opts.limiter.
  *
  * The generic cell rate algorithm in its virtual-scheduling form, in integer
  * nanoseconds.  T is the emission interval (1/rate, rounded up), tau the burst
@@ -12,6 +14,8 @@
  * ever grows.  A fresh limiter has TAT = 0: its whole burst is available. */
 #ifndef AIO_LIMITER_H
 #define AIO_LIMITER_H
+
+#include "aiometer.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -30,10 +34,18 @@ int aio_gcra_init(struct aio_gcra *g, double rate, size_t burst);
 /* Book one start asked for at time now; returns the granted time (>= now). */
 uint64_t aio_gcra_book(struct aio_gcra *g, uint64_t now);
 
-/* A shared limiter: the public aiometer_limiter. */
+/* Check limiter options as aiometer_limiter_open does, without side
+ * effects: 0 or EINVAL.  max_at_once must be at most `max_cap`. */
+int aio_limiter_options_check(const aiometer_limiter_options *lo, size_t max_cap);
+
+/* The public aiometer_limiter: a backend and its state. */
 struct aiometer_limiter {
-    struct aio_gcra gcra;
+    aiometer_limiter_backend be; /* a copy; fields past the user's size are 0 */
+    void *state;
     atomic_size_t users; /* calls using it now; destroy says EBUSY while > 0 */
 };
+
+/* The most running slots a private limiter has. */
+#define AIO_PRIVATE_MAX_AT_ONCE 65535
 
 #endif

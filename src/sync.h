@@ -26,6 +26,21 @@ int aio_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
  * their predicate. */
 void aio_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, uint64_t deadline_ns);
 
+/* A counting semaphore in a descriptor, so that a waiter can poll it
+ * together with other descriptors: fd turns readable while a unit is free.
+ * An eventfd in semaphore mode where there is one, else a pipe holding one
+ * byte per unit (so at most the pipe's capacity, 65536 on Linux). */
+struct aio_sem {
+    int fd;  /* read end; -1: none */
+    int wfd; /* write end (fd itself for an eventfd) */
+};
+/* 0, EMFILE, ENFILE, ENOMEM (a failure the fault-injection build can make). */
+int aio_sem_init(struct aio_sem *s, unsigned count);
+/* Take a unit if one is free: 1, else 0.  Never blocks. */
+int aio_sem_trytake(struct aio_sem *s);
+void aio_sem_give(struct aio_sem *s);
+void aio_sem_destroy(struct aio_sem *s);
+
 /* Lock and unlock that treat failure as the programming error it is. */
 void aio_lock(pthread_mutex_t *m);
 void aio_unlock(pthread_mutex_t *m);
