@@ -7,6 +7,7 @@ tests_check_aiometer_SOURCES = \
 	tests/main.c tests/testutil.c tests/testutil.h \
 	tests/check_core.c \
 	tests/check_limiter.c \
-	tests/check_stream.c
+	tests/check_stream.c \
+	tests/check_backend.c
 tests_check_aiometer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_check_aiometer_LDADD = src/libaiometer.la $(CHECK_LIBS)
