@@ -1,13 +1,14 @@
 /* amap.c - results as they finish: the streaming iterator.
  *
- * The iterator owns a call in AIO_MODE_STREAM and its completion queue.  Jobs
+ * The iterator owns a call with the stream policy (policy.c) and its
+ * completion queue.  Jobs
  * run on the pool's threads; the consumer takes results in aiometer_amap_next
  * and runs a job itself only when no thread of the pool comes to help (a
  * saturated pool, or an amap opened by a job of a one-thread pool). */
 #include "config.h"
 #include "call.h"
 #include "clock.h"
-#include "sync.h"
+#include "syscalls.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -18,7 +19,8 @@
 struct aiometer_amap {
     struct aio_call call;
     struct aio_cq cq;
-    int alone;       /* the last wait saw no participant come: help at once */
+    uint64_t alone_since; /* when the consumer last saw no participant (0: it
+                           * did not); see aio_call_help_if_alone_locked */
     int end;         /* what next returned at the end (0: not yet) */
     /* Results taken from the queue in one lock hold and not yet handed
      * out: only the consumer touches them. */
@@ -42,7 +44,7 @@ static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], si
     if (!it)
         return ENOMEM;
     c = &it->call;
-    err = aio_call_init(c, AIO_MODE_STREAM, source ? SIZE_MAX : n, opts);
+    err = aio_call_init(c, &aio_policy_stream, source ? SIZE_MAX : n, opts);
     if (err) {
         aio_free(it);
         return err;
@@ -57,6 +59,8 @@ static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], si
         return err;
     }
     c->cq = &it->cq;
+    /* The consumer runs a job only from inside aiometer_amap_next(). */
+    c->caller_runs = 0;
     c->fn = fn;
     c->args = args;
     c->source = source;
@@ -121,6 +125,7 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
     }
     aio_lock(&c->lock);
     for (;;) {
+        uint64_t until;
         int stop;
 
         /* The end, once told, is told again on every later call. */
@@ -154,41 +159,18 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
          * no participant then means nothing runs.  Read the other way
          * round, a worker could join and claim the last job in between. */
         if (!aio_call_has_work(c) && atomic_load(&c->participants) == 0) {
-            /* Nothing runs, nothing is left, nothing is buffered. */
-            ret = stop == AIO_STOP_CANCELLED ? ECANCELED
-                  : stop == AIO_STOP_TIMEOUT ? ETIMEDOUT
-                                             : AIOMETER_DONE;
+            /* Nothing runs, nothing is left, nothing is buffered.  A
+             * failure was told above; the end tells a cancellation or a
+             * timeout, whose code the verdict gives. */
+            ret = stop == AIO_STOP_CANCELLED || stop == AIO_STOP_TIMEOUT ? aio_call_verdict(c)
+                                                                         : AIOMETER_DONE;
             it->end = ret;
             break;
         }
-        if (atomic_load(&c->participants) == 0) {
-            if (aio_call_may_help(c)) {
-                if (!it->alone) {
-                    /* Give the pool's threads a moment to come. */
-                    uint64_t until = aio_now_ns() + AIO_HELP_WAIT_NS;
-                    c->done_waiters++;
-                    aio_cond_wait_until(&c->done_cv, &c->lock, until);
-                    c->done_waiters--;
-                    if (atomic_load(&c->participants) == 0 && it->cq.count == 0 &&
-                        aio_now_ns() >= until)
-                        it->alone = 1;
-                    continue;
-                }
-                if (aio_call_join(c)) {
-                    aio_unlock(&c->lock);
-                    aio_call_work(c, 1);
-                    aio_call_leave(c);
-                    aio_lock(&c->lock);
-                    continue;
-                }
-            }
-        } else {
-            it->alone = 0;
-        }
+        if (aio_call_help_if_alone_locked(c, &it->alone_since, 1, &until))
+            continue;
         c->done_waiters++;
-        /* Once stopped there is no deadline left to watch. */
-        aio_cond_wait_until(&c->done_cv, &c->lock,
-                            atomic_load(&c->stop) == AIO_GOING ? c->deadline : AIO_NEVER);
+        aio_cond_wait_until(&c->done_cv, &c->lock, aio_call_wait_limit(c, until));
         c->done_waiters--;
     }
     aio_unlock(&c->lock);
@@ -219,18 +201,16 @@ int aiometer_amap_close(aiometer_amap *it)
         pthread_cond_broadcast(&c->space_cv);
     }
     aio_unlock(&c->lock);
-    if (c->deadline == AIO_NEVER && aio_call_join(c)) {
-        aio_call_work(c, 0);
-        aio_call_leave(c);
-    }
+    if (c->deadline == AIO_NEVER)
+        aio_call_help(c, 0);
     aio_call_wait(c);
 
+    /* Close returns what next has not told: a failure not yet reported
+     * (even one that came after a cancellation), or a timeout. */
     if (c->err && !c->err_reported)
         ret = c->err;
     else if (atomic_load(&c->stop) == AIO_STOP_TIMEOUT && it->end != ETIMEDOUT)
-        ret = ETIMEDOUT;
-    /* The failure's error, if any, was the call's; what close returns is
-     * decided above, so finish's own verdict is not needed. */
+        ret = aio_call_verdict(c);
     aio_call_finish(c);
     aio_cq_destroy(&it->cq);
     aio_free(it);

@@ -1,7 +1,7 @@
 /* completion.c - the bounded completion queue behind amap. */
 #include "config.h"
 #include "completion.h"
-#include "sync.h"
+#include "syscalls.h"
 
 #include <errno.h>
 #include <stdint.h>

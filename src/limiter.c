@@ -3,7 +3,8 @@
 #include "config.h"
 #include "aiometer.h"
 #include "limiter.h"
-#include "sync.h"
+#include "fdsem.h"
+#include "syscalls.h"
 
 #include <errno.h>
 #include <math.h>
@@ -122,7 +123,7 @@ int aiometer_limiter_destroy(aiometer_limiter *lim)
 /* ---- the private backend ------------------------------------------------------ */
 
 /* A rate (GCRA) and a running cap.  The cap is a counting semaphore kept in
- * a descriptor (aio_sem_fd, sync.c): reading takes a slot, writing gives
+ * a descriptor (fdsem.c): reading takes a slot, writing gives
  * one back, and a waiter polls it together with the call's cancel
  * descriptor, so a stopped call ends the wait at once.  Waiters sleep in
  * poll until a slot comes back; several may wake for one slot, and those

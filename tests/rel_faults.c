@@ -2,7 +2,7 @@
  * rel_faults.c - every allocation and thread-library call the library makes
  * can fail, and each failure is reported (or absorbed) cleanly.
  *
- * In a build configured with --enable-fault-injection, src/sync.c counts the
+ * In a build configured with --enable-fault-injection, src/syscalls.c counts the
  * library's fallible calls (aio_calloc, aio_mutex_init, aio_cond_init,
  * aio_thread_create) and can make the k-th one after aio_fault_arm(k) fail.
  * For k = 1, 2, ... this program arms k and runs a workload that touches
@@ -29,7 +29,7 @@
 
 #include "aiometer.h"
 #include "rel_util.h"
-#include "sync.h"
+#include "syscalls.h"
 
 #ifndef AIOMETER_FAULT_INJECTION
 #error "rel_faults needs a build configured with --enable-fault-injection"

@@ -1,14 +1,16 @@
-/* sync.h - the library's only doors to the allocator and the thread library.
+/* syscalls.h - the library's only doors to the allocator, the thread
+ * library and the kernel's descriptors: the fault-injection seam.
  *
- * Every allocation, thread creation and mutex or condition variable
- * initialisation goes through these wrappers, so that a fault-injection build
+ * Every allocation, thread creation, mutex or condition variable
+ * initialisation, and every eventfd, timerfd, epoll or pipe the library
+ * makes goes through these wrappers, so that a fault-injection build
  * (configure --enable-fault-injection) can make the k-th of them fail and the
  * tests can show that each failure is reported and leaks nothing.
  *
  * Condition variables made here wait on CLOCK_MONOTONIC, so deadlines given
  * to aio_cond_wait_until() are aio_now_ns() times. */
-#ifndef AIO_SYNC_H
-#define AIO_SYNC_H
+#ifndef AIO_SYSCALLS_H
+#define AIO_SYSCALLS_H
 
 #include <pthread.h>
 #include <stddef.h>
@@ -19,6 +21,9 @@ void aio_free(void *p);
 /* 0, or the errno value pthread_mutex_init / pthread_cond_init returned. */
 int aio_mutex_init(pthread_mutex_t *m);
 int aio_cond_init(pthread_cond_t *c);
+/* A mutex and the n condition variables that go with it, made in that
+ * order; on failure none is left made.  0, ENOMEM or EAGAIN. */
+int aio_sync_init(pthread_mutex_t *m, pthread_cond_t *const cv[], size_t n);
 int aio_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* Wait on c until signalled or until the monotonic time deadline_ns
@@ -26,20 +31,19 @@ int aio_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
  * their predicate. */
 void aio_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, uint64_t deadline_ns);
 
-/* A counting semaphore in a descriptor, so that a waiter can poll it
- * together with other descriptors: fd turns readable while a unit is free.
- * An eventfd in semaphore mode where there is one, else a pipe holding one
- * byte per unit (so at most the pipe's capacity, 65536 on Linux). */
-struct aio_sem {
-    int fd;  /* read end; -1: none */
-    int wfd; /* write end (fd itself for an eventfd) */
-};
-/* 0, EMFILE, ENFILE, ENOMEM (a failure the fault-injection build can make). */
-int aio_sem_init(struct aio_sem *s, unsigned count);
-/* Take a unit if one is free: 1, else 0.  Never blocks. */
-int aio_sem_trytake(struct aio_sem *s);
-void aio_sem_give(struct aio_sem *s);
-void aio_sem_destroy(struct aio_sem *s);
+/* Descriptors, all close-on-exec and non-blocking, or -1 with errno set
+ * (a failure the fault-injection build can make, as EMFILE). */
+#ifdef HAVE_SYS_EVENTFD_H
+int aio_eventfd(unsigned count, int semaphore);
+#endif
+#ifdef HAVE_SYS_TIMERFD_H
+int aio_timerfd(void);
+#endif
+#ifdef HAVE_SYS_EPOLL_H
+int aio_epoll(void);
+#endif
+/* 0, or -1 with errno set. */
+int aio_pipe(int fd[2]);
 
 /* Lock and unlock that treat failure as the programming error it is. */
 void aio_lock(pthread_mutex_t *m);

@@ -1,6 +1,7 @@
-/* sync.c - allocation and thread-library wrappers, with fault injection. */
+/* syscalls.c - allocation, thread-library and descriptor wrappers: the
+ * seam where the fault-injection build makes the k-th of them fail. */
 #include "config.h"
-#include "sync.h"
+#include "syscalls.h"
 #include "clock.h"
 
 #include <errno.h>
@@ -10,6 +11,12 @@
 #include <unistd.h>
 #ifdef HAVE_SYS_EVENTFD_H
 #include <sys/eventfd.h>
+#endif
+#ifdef HAVE_SYS_TIMERFD_H
+#include <sys/timerfd.h>
+#endif
+#ifdef HAVE_SYS_EPOLL_H
+#include <sys/epoll.h>
 #endif
 
 #ifdef AIOMETER_FAULT_INJECTION
@@ -75,6 +82,26 @@ int aio_cond_init(pthread_cond_t *c)
     return err;
 }
 
+int aio_sync_init(pthread_mutex_t *m, pthread_cond_t *const cv[], size_t n)
+{
+    size_t made;
+    int err = aio_mutex_init(m);
+
+    if (err)
+        return err == ENOMEM ? ENOMEM : EAGAIN;
+    for (made = 0; made < n; made++) {
+        err = aio_cond_init(cv[made]);
+        if (err)
+            break;
+    }
+    if (!err)
+        return 0;
+    while (made > 0)
+        pthread_cond_destroy(cv[--made]);
+    pthread_mutex_destroy(m);
+    return err == ENOMEM ? ENOMEM : EAGAIN;
+}
+
 int aio_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 {
     if (fault_now())
@@ -104,69 +131,52 @@ void aio_unlock(pthread_mutex_t *m)
         abort();
 }
 
-int aio_sem_init(struct aio_sem *s, unsigned count)
+/* A descriptor wrapper's share of the seam: fail as a full descriptor
+ * table would. */
+static int fault_fd(void)
 {
-    if (fault_now())
-        return EMFILE;
-#ifdef HAVE_SYS_EVENTFD_H
-    s->fd = s->wfd = eventfd(count, EFD_SEMAPHORE | EFD_NONBLOCK | EFD_CLOEXEC);
-    return s->fd < 0 ? errno : 0;
-#else
-    int p[2];
-    char buf[256] = { 0 };
+    if (!fault_now())
+        return 0;
+    errno = EMFILE;
+    return -1;
+}
 
-    if (pipe(p) != 0)
-        return errno;
+#ifdef HAVE_SYS_EVENTFD_H
+int aio_eventfd(unsigned count, int semaphore)
+{
+    if (fault_fd())
+        return -1;
+    return eventfd(count, EFD_CLOEXEC | EFD_NONBLOCK | (semaphore ? EFD_SEMAPHORE : 0));
+}
+#endif
+
+#ifdef HAVE_SYS_TIMERFD_H
+int aio_timerfd(void)
+{
+    if (fault_fd())
+        return -1;
+    return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+}
+#endif
+
+#ifdef HAVE_SYS_EPOLL_H
+int aio_epoll(void)
+{
+    if (fault_fd())
+        return -1;
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+#endif
+
+int aio_pipe(int fd[2])
+{
+    if (fault_fd())
+        return -1;
+    if (pipe(fd) != 0)
+        return -1;
     for (int i = 0; i < 2; i++) {
-        fcntl(p[i], F_SETFD, FD_CLOEXEC);
-        fcntl(p[i], F_SETFL, O_NONBLOCK);
-    }
-    s->fd = p[0];
-    s->wfd = p[1];
-    while (count > 0) {
-        size_t k = count < sizeof(buf) ? count : sizeof(buf);
-        ssize_t w = write(s->wfd, buf, k);
-        if (w <= 0) {
-            aio_sem_destroy(s);
-            return EINVAL;
-        }
-        count -= (unsigned)w;
+        fcntl(fd[i], F_SETFD, FD_CLOEXEC);
+        fcntl(fd[i], F_SETFL, O_NONBLOCK);
     }
     return 0;
-#endif
-}
-
-int aio_sem_trytake(struct aio_sem *s)
-{
-#ifdef HAVE_SYS_EVENTFD_H
-    uint64_t v;
-    return read(s->fd, &v, sizeof(v)) == (ssize_t)sizeof(v);
-#else
-    char c;
-    return read(s->fd, &c, 1) == 1;
-#endif
-}
-
-void aio_sem_give(struct aio_sem *s)
-{
-    ssize_t r;
-#ifdef HAVE_SYS_EVENTFD_H
-    uint64_t one = 1;
-    r = write(s->wfd, &one, sizeof(one));
-#else
-    char c = 0;
-    r = write(s->wfd, &c, 1);
-#endif
-    /* Units given back never exceed units taken, so the write cannot find
-     * the counter (or the pipe) full. */
-    (void)r;
-}
-
-void aio_sem_destroy(struct aio_sem *s)
-{
-    if (s->fd >= 0)
-        close(s->fd);
-    if (s->wfd >= 0 && s->wfd != s->fd)
-        close(s->wfd);
-    s->fd = s->wfd = -1;
 }
