@@ -5,7 +5,7 @@
  * pool's threads that help with it, and the caller itself, are its
  * "participants"; there are never more than `slots` of them, and since each
  * runs one job at a time, that is what makes max_at_once exact: the count of
- * participants is the card's semaphore, taken lock-free (aio_call_join).
+ * participants is the card's semaphore, taken lock-free (aiometer__call_join).
  *
  * The four entry points are four policies (policy.c) on one mechanism:
  *   call.c      a call's life: set-up, posting, helping, waiting, finishing
@@ -23,8 +23,8 @@
  * completion queue, and lazy sources.
  *
  * Lock order: the pool's lock before call->lock; never the other way round. */
-#ifndef AIO_CALL_H
-#define AIO_CALL_H
+#ifndef AIOMETER__CALL_H
+#define AIOMETER__CALL_H
 
 #include "aiometer.h"
 #include "completion.h"
@@ -35,55 +35,55 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-struct aio_call;
+struct aiometer__call;
 
 /* A batch's results for a policy that hands them over under one lock hold
- * (amap): at most AIO_SOURCE_BATCH of them. */
-#define AIO_SOURCE_BATCH 64
-struct aio_sink {
+ * (amap): at most AIOMETER__SOURCE_BATCH of them. */
+#define AIOMETER__SOURCE_BATCH 64
+struct aiometer__sink {
     size_t n;
-    size_t index[AIO_SOURCE_BATCH];
-    void *result[AIO_SOURCE_BATCH];
+    size_t index[AIOMETER__SOURCE_BATCH];
+    void *result[AIOMETER__SOURCE_BATCH];
 };
 
 /* What an entry point does with its jobs' outcomes (policy.c).  A NULL
  * operation does nothing. */
-struct aio_policy {
+struct aiometer__policy {
     /* Job j returned r without failing.  Results of one batch may wait in
      * the sink until flush is called. */
-    void (*result)(struct aio_call *c, size_t j, void *r, struct aio_sink *sink);
-    void (*flush)(struct aio_call *c, struct aio_sink *sink);
+    void (*result)(struct aiometer__call *c, size_t j, void *r, struct aiometer__sink *sink);
+    void (*flush)(struct aiometer__call *c, struct aiometer__sink *sink);
     /* Job j returned r after aiometer_fail(err). */
-    void (*failure)(struct aio_call *c, size_t j, int err, void *r);
+    void (*failure)(struct aiometer__call *c, size_t j, int err, void *r);
     /* Job j will never run (the call stopped first). */
-    void (*skip)(struct aio_call *c, size_t j);
+    void (*skip)(struct aiometer__call *c, size_t j);
     /* The call is over: fill in what it returns besides its error. */
-    void (*finish)(struct aio_call *c);
+    void (*finish)(struct aiometer__call *c);
     /* aiometer_fail() stops the call (all but run_any, where a failure
      * only loses). */
     int fail_stops;
 };
 
-extern const struct aio_policy aio_policy_each, aio_policy_all, aio_policy_any,
-    aio_policy_stream;
+extern const struct aiometer__policy aiometer__policy_each, aiometer__policy_all,
+    aiometer__policy_any, aiometer__policy_stream;
 
 /* Why a call stopped starting jobs.  Set once, never cleared. */
-enum aio_stop {
-    AIO_GOING = 0,
-    AIO_STOP_FAILED,    /* a job failed (or the source, or a limiter did) */
-    AIO_STOP_CANCELLED, /* aiometer_amap_cancel */
-    AIO_STOP_TIMEOUT,   /* opts.timeout passed */
-    AIO_STOP_WON        /* run_any has its winner */
+enum aiometer__stop {
+    AIOMETER__GOING = 0,
+    AIOMETER__STOP_FAILED,    /* a job failed (or the source, or a limiter did) */
+    AIOMETER__STOP_CANCELLED, /* aiometer_amap_cancel */
+    AIOMETER__STOP_TIMEOUT,   /* opts.timeout passed */
+    AIOMETER__STOP_WON        /* run_any has its winner */
 };
 
-struct aio_call {
+struct aiometer__call {
     /* What the pool sees of the call: the call is queued as this task. */
-    struct aio_task task;
+    struct aiometer__task task;
 
     /* Set by the calling thread before the call is posted to the pool, and
      * only read afterwards.  The job inputs (jobs, fn, args, source) and cq
-     * are filled in by the entry point between aio_call_init and posting. */
-    const struct aio_policy *policy;
+     * are filled in by the entry point between aiometer__call_init and posting. */
+    const struct aiometer__policy *policy;
     struct aiometer_pool *pool;
     const aiometer_job *jobs;
     aiometer_fn fn;
@@ -94,25 +94,25 @@ struct aio_call {
     size_t n;             /* jobs in the call; SIZE_MAX for a source */
     size_t slots;         /* most participants at once */
     int has_rate;         /* own_rate is in use */
-    struct aio_gcra own_rate;
+    struct aiometer__gcra own_rate;
     struct aiometer_limiter *shared; /* opts.limiter */
     int capped;           /* shared has a running cap */
-    uint64_t deadline;    /* AIO_NEVER: none */
+    uint64_t deadline;    /* AIOMETER__NEVER: none */
     uint64_t t_start;
     aiometer_progress_fn progress;
     void *progress_arg;
     uint64_t progress_every;
     aiometer_stats *stats_out;
-    struct aio_cq *cq;    /* amap only */
+    struct aiometer__cq *cq;    /* amap only */
 
     /* The calling thread's own: whether it works on the call while it
-     * waits.  Set at init, and again by aio_call_post when the pool could
+     * waits.  Set at init, and again by aiometer__call_post when the pool could
      * start no thread; no other thread reads it. */
     int caller_runs;
 
     /* Read and written lock-free. */
     atomic_size_t next;          /* array input: next index to claim */
-    atomic_int stop;             /* enum aio_stop; written under lock */
+    atomic_int stop;             /* enum aiometer__stop; written under lock */
     atomic_int source_done;      /* the source said AIOMETER_DONE or failed */
     atomic_size_t participants;  /* threads working on the call now */
     atomic_size_t winner;        /* run_any: the winning index, or SIZE_MAX */
@@ -156,72 +156,72 @@ struct aio_call {
 
 /* What one participant counts while it works, added to the call's totals
  * when it leaves (so the per-job path touches no shared counter). */
-struct aio_local {
+struct aiometer__local {
     size_t started, completed, failed;
     uint64_t rate_wait_ns;
 };
 
 /* How long a caller or amap consumer waits for the pool's threads to come
  * before it concludes that none will and runs jobs itself. */
-#define AIO_HELP_WAIT_NS (2 * UINT64_C(1000000))
+#define AIOMETER__HELP_WAIT_NS (2 * UINT64_C(1000000))
 
 /* ---- call.c: life cycle ---- */
 
 /* Check options without side effects: 0 or EINVAL. */
-int aio_options_check(const aiometer_options *opts);
+int aiometer__options_check(const aiometer_options *opts);
 
 /* Set a call up for `policy` with n jobs (SIZE_MAX for a source): take the
  * pool (the default one may be created here), initialise the locks.
  * 0, EINVAL, ENOMEM or EAGAIN; on failure nothing is left to undo.  The
  * entry point then fills in the inputs. */
-int aio_call_init(struct aio_call *c, const struct aio_policy *policy, size_t n,
+int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy *policy, size_t n,
                   const aiometer_options *opts);
 
 /* Run the call to its end: post it to the pool, work on it if the caller
- * runs jobs, wait for every participant.  Then aio_call_finish(). */
-void aio_call_run(struct aio_call *c);
+ * runs jobs, wait for every participant.  Then aiometer__call_finish(). */
+void aiometer__call_run(struct aiometer__call *c);
 
-/* The parts of aio_call_run, for amap. */
-void aio_call_begin(struct aio_call *c);
-void aio_call_post(struct aio_call *c, size_t helpers);
-void aio_call_wait(struct aio_call *c);
+/* The parts of aiometer__call_run, for amap. */
+void aiometer__call_begin(struct aiometer__call *c);
+void aiometer__call_post(struct aiometer__call *c, size_t helpers);
+void aiometer__call_wait(struct aiometer__call *c);
 
 /* Let the policy finish, fill stats, give the last progress report,
  * release pool and limiter, free the call's resources.  Returns
- * aio_call_verdict(). */
-int aio_call_finish(struct aio_call *c);
+ * aiometer__call_verdict(). */
+int aiometer__call_finish(struct aiometer__call *c);
 
-/* Undo aio_call_init() alone, for a call that never began. */
-void aio_call_undo_init(struct aio_call *c);
+/* Undo aiometer__call_init() alone, for a call that never began. */
+void aiometer__call_undo_init(struct aiometer__call *c);
 
-/* Take a participant slot (1) or find them all taken (0).  aio_call_leave()
+/* Take a participant slot (1) or find them all taken (0).  aiometer__call_leave()
  * gives it back and wakes the caller when the last one leaves. */
-int aio_call_join(struct aio_call *c);
-void aio_call_leave(struct aio_call *c);
+int aiometer__call_join(struct aiometer__call *c);
+void aiometer__call_leave(struct aiometer__call *c);
 
 /* Join, work (one job at most if `one`), leave: 1, or 0 if every slot was
  * taken. */
-int aio_call_help(struct aio_call *c, int one);
+int aiometer__call_help(struct aiometer__call *c, int one);
 
 /* Called with c->lock held by a caller or amap consumer with nothing to do
- * but wait: if no participant has been at work for AIO_HELP_WAIT_NS (and the
+ * but wait: if no participant has been at work for AIOMETER__HELP_WAIT_NS (and the
  * caller may help, see call.c), run jobs here (the lock is dropped and
  * taken again) and return 1.  Otherwise return 0 with *until set to when
- * to look again (AIO_NEVER: when woken).  *alone_since is the caller's
+ * to look again (AIOMETER__NEVER: when woken).  *alone_since is the caller's
  * memory of when it first saw no participant (0: not alone). */
-int aio_call_help_if_alone_locked(struct aio_call *c, uint64_t *alone_since, int one,
+int aiometer__call_help_if_alone_locked(struct aiometer__call *c, uint64_t *alone_since, int one,
                                   uint64_t *until);
 
 /* What a call that has ended returns, decided from why it stopped: 0, the
  * failure's error, ETIMEDOUT or ECANCELED. */
-int aio_call_verdict(struct aio_call *c);
+int aiometer__call_verdict(struct aiometer__call *c);
 
 /* ---- claim.c: claiming jobs ---- */
 
 /* True while jobs remain that could be claimed. */
-int aio_call_has_work(struct aio_call *c);
-size_t aio_claim_array(struct aio_call *c, size_t want, int may_wait, size_t *first);
-size_t aio_claim_source(struct aio_call *c, size_t want, int may_wait, size_t *first,
+int aiometer__call_has_work(struct aiometer__call *c);
+size_t aiometer__claim_array(struct aiometer__call *c, size_t want, int may_wait, size_t *first);
+size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wait, size_t *first,
                         void **arg);
 
 /* ---- jobloop.c ---- */
@@ -229,63 +229,63 @@ size_t aio_claim_source(struct aio_call *c, size_t want, int may_wait, size_t *f
 /* Run jobs of the call until none can be claimed.  With `one`, run at most
  * one job and never wait for room (the amap consumer).  Returns the number of
  * jobs claimed. */
-size_t aio_call_work(struct aio_call *c, int one);
+size_t aiometer__call_work(struct aiometer__call *c, int one);
 
 /* ---- ratewait.c: before a job starts ---- */
 
 /* Book job j's start with the rate limiter(s) and wait for it: 1 to start
  * the job, 0 if the call stopped (a limiter that fails to book stops it). */
-int aio_wait_rate(struct aio_call *c, struct aio_local *L, size_t j);
+int aiometer__wait_rate(struct aiometer__call *c, struct aiometer__local *L, size_t j);
 /* Take a running slot of the call's limiter for job j: 1 with the slot, 0
  * if the call stopped (a limiter that fails stops it with its error). */
-int aio_take_slot(struct aio_call *c, size_t j);
+int aiometer__take_slot(struct aiometer__call *c, size_t j);
 
 /* ---- cancel.c: stopping ---- */
 
-/* Stop the call for `reason` (first reason wins); with AIO_STOP_FAILED also
+/* Stop the call for `reason` (first reason wins); with AIOMETER__STOP_FAILED also
  * record err for job `index`.  The _locked form is called with c->lock. */
-void aio_call_stop(struct aio_call *c, int reason, int err, size_t index);
-void aio_call_stop_locked(struct aio_call *c, int reason, int err, size_t index);
+void aiometer__call_stop(struct aiometer__call *c, int reason, int err, size_t index);
+void aiometer__call_stop_locked(struct aiometer__call *c, int reason, int err, size_t index);
 
 /* If the deadline has passed, stop with a timeout.  The _locked form is
  * called with c->lock. */
-void aio_call_check_deadline(struct aio_call *c);
-void aio_call_check_deadline_locked(struct aio_call *c);
+void aiometer__call_check_deadline(struct aiometer__call *c);
+void aiometer__call_check_deadline_locked(struct aiometer__call *c);
 
 /* How long a waiter may sleep towards `until`: no later than the deadline
  * while the call goes on; a stopped call has no deadline left to watch. */
-uint64_t aio_call_wait_limit(struct aio_call *c, uint64_t until);
+uint64_t aiometer__call_wait_limit(struct aiometer__call *c, uint64_t until);
 
 /* Sleep until the time `end` or until the call stops, on stop_cv: the rate
  * wait, and aiometer_sleep when no cancel descriptor can be had. */
-void aio_call_sleep_until(struct aio_call *c, uint64_t end);
+void aiometer__call_sleep_until(struct aiometer__call *c, uint64_t end);
 
 /* The job this thread is running, so that aiometer_fail() and the other
  * job-side functions find its call.  Each participant's loop pushes one
  * and pops it on the way out, so nested calls stack. */
-struct aio_ctx {
-    struct aio_call *call;
+struct aiometer__ctx {
+    struct aiometer__call *call;
     size_t index;  /* the job running now */
     int fail_err;  /* what it passed to aiometer_fail(), or 0 */
-    struct aio_ctx *prev;
+    struct aiometer__ctx *prev;
 };
-extern _Thread_local struct aio_ctx *aio_tls;
+extern _Thread_local struct aiometer__ctx *aiometer__tls;
 
 /* ---- cancelfd.c ---- */
 
 /* The call's cancel descriptor, made on first use: 0 with *fd, or an errno
  * value.  Once made it is published in efd_pub, so later users need no lock. */
-int aio_cancel_fd_of(struct aio_call *c, int *fd);
+int aiometer__cancel_fd_of(struct aiometer__call *c, int *fd);
 /* Make the descriptor readable, if there is one; with c->lock held. */
-void aio_cancel_fd_signal(struct aio_call *c);
-/* Close what aio_cancel_fd_of() made. */
-void aio_cancel_fd_close(struct aio_call *c);
+void aiometer__cancel_fd_signal(struct aiometer__call *c);
+/* Close what aiometer__cancel_fd_of() made. */
+void aiometer__cancel_fd_close(struct aiometer__call *c);
 
 /* ---- progress.c ---- */
 
 /* After a job: report progress if an interval has passed. */
-void aio_progress_tick(struct aio_call *c);
+void aiometer__progress_tick(struct aiometer__call *c);
 /* The last report and opts.stats, when the call ends. */
-void aio_progress_final(struct aio_call *c, int ret);
+void aiometer__progress_final(struct aiometer__call *c, int ret);
 
 #endif

@@ -18,14 +18,14 @@
 
 /* ---- stopping ------------------------------------------------------------ */
 
-void aio_call_stop_locked(struct aio_call *c, int reason, int err, size_t index)
+void aiometer__call_stop_locked(struct aiometer__call *c, int reason, int err, size_t index)
 {
-    if (reason == AIO_STOP_FAILED && c->err == 0) {
+    if (reason == AIOMETER__STOP_FAILED && c->err == 0) {
         c->err = err;
         c->err_index = index;
     }
     /* Relaxed: stop is only written under c->lock, which we hold. */
-    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIO_GOING)
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
         return;
     atomic_store_explicit(&c->stop, reason, memory_order_release);
     /* Everyone who may be waiting for anything must now look again: jobs
@@ -35,43 +35,43 @@ void aio_call_stop_locked(struct aio_call *c, int reason, int err, size_t index)
     pthread_cond_broadcast(&c->stop_cv);
     pthread_cond_broadcast(&c->space_cv);
     pthread_cond_broadcast(&c->done_cv);
-    aio_cancel_fd_signal(c);
+    aiometer__cancel_fd_signal(c);
 }
 
-void aio_call_stop(struct aio_call *c, int reason, int err, size_t index)
+void aiometer__call_stop(struct aiometer__call *c, int reason, int err, size_t index)
 {
-    aio_lock(&c->lock);
-    aio_call_stop_locked(c, reason, err, index);
-    aio_unlock(&c->lock);
+    aiometer__lock(&c->lock);
+    aiometer__call_stop_locked(c, reason, err, index);
+    aiometer__unlock(&c->lock);
 }
 
 /* True when the deadline has passed on a call that still had something to
  * do: a call whose every job has returned did not run out of time, even if
  * its consumer has not read all its results yet. */
-static int deadline_hit(struct aio_call *c)
+static int deadline_hit(struct aiometer__call *c)
 {
-    return c->deadline != AIO_NEVER && atomic_load(&c->stop) == AIO_GOING &&
-           aio_now_ns() >= c->deadline &&
-           (aio_call_has_work(c) || atomic_load(&c->participants) > 0);
+    return c->deadline != AIOMETER__NEVER && atomic_load(&c->stop) == AIOMETER__GOING &&
+           aiometer__now_ns() >= c->deadline &&
+           (aiometer__call_has_work(c) || atomic_load(&c->participants) > 0);
 }
 
-void aio_call_check_deadline_locked(struct aio_call *c)
+void aiometer__call_check_deadline_locked(struct aiometer__call *c)
 {
     if (deadline_hit(c))
-        aio_call_stop_locked(c, AIO_STOP_TIMEOUT, 0, 0);
+        aiometer__call_stop_locked(c, AIOMETER__STOP_TIMEOUT, 0, 0);
 }
 
-void aio_call_check_deadline(struct aio_call *c)
+void aiometer__call_check_deadline(struct aiometer__call *c)
 {
     if (deadline_hit(c))
-        aio_call_stop(c, AIO_STOP_TIMEOUT, 0, 0);
+        aiometer__call_stop(c, AIOMETER__STOP_TIMEOUT, 0, 0);
 }
 
 /* A stopped call has no deadline left to watch, so waiting for it would
  * spin. */
-uint64_t aio_call_wait_limit(struct aio_call *c, uint64_t until)
+uint64_t aiometer__call_wait_limit(struct aiometer__call *c, uint64_t until)
 {
-    if (atomic_load(&c->stop) != AIO_GOING)
+    if (atomic_load(&c->stop) != AIOMETER__GOING)
         return until;
     return until < c->deadline ? until : c->deadline;
 }
@@ -80,7 +80,7 @@ uint64_t aio_call_wait_limit(struct aio_call *c, uint64_t until)
 
 void aiometer_fail(int err)
 {
-    struct aio_ctx *ctx = aio_tls;
+    struct aiometer__ctx *ctx = aiometer__tls;
 
     if (!ctx || err == 0 || ctx->fail_err)
         return;
@@ -89,43 +89,43 @@ void aiometer_fail(int err)
      * and the others see the cancellation while this one cleans up.
      * run_any is the exception: there a failure only loses. */
     if (ctx->call->policy->fail_stops)
-        aio_call_stop(ctx->call, AIO_STOP_FAILED, ctx->fail_err, ctx->index);
+        aiometer__call_stop(ctx->call, AIOMETER__STOP_FAILED, ctx->fail_err, ctx->index);
 }
 
 int aiometer_cancelled(void)
 {
-    struct aio_ctx *ctx = aio_tls;
+    struct aiometer__ctx *ctx = aiometer__tls;
 
     if (!ctx)
         return 0;
-    aio_call_check_deadline(ctx->call);
-    return atomic_load(&ctx->call->stop) != AIO_GOING;
+    aiometer__call_check_deadline(ctx->call);
+    return atomic_load(&ctx->call->stop) != AIOMETER__GOING;
 }
 
-void aio_call_sleep_until(struct aio_call *c, uint64_t end)
+void aiometer__call_sleep_until(struct aiometer__call *c, uint64_t end)
 {
-    aio_lock(&c->lock);
+    aiometer__lock(&c->lock);
     for (;;) {
-        aio_call_check_deadline_locked(c);
-        if (atomic_load(&c->stop) != AIO_GOING || aio_now_ns() >= end)
+        aiometer__call_check_deadline_locked(c);
+        if (atomic_load(&c->stop) != AIOMETER__GOING || aiometer__now_ns() >= end)
             break;
-        aio_cond_wait_until(&c->stop_cv, &c->lock, aio_call_wait_limit(c, end));
+        aiometer__cond_wait_until(&c->stop_cv, &c->lock, aiometer__call_wait_limit(c, end));
     }
-    aio_unlock(&c->lock);
+    aiometer__unlock(&c->lock);
 }
 
 int aiometer_sleep(double seconds)
 {
-    struct aio_ctx *ctx = aio_tls;
-    struct aio_call *c;
+    struct aiometer__ctx *ctx = aiometer__tls;
+    struct aiometer__call *c;
     uint64_t end;
     int fd, old_slack = 0;
 
     if (isnan(seconds) || seconds < 0)
         return EINVAL;
-    end = aio_add_ns(aio_now_ns(), aio_seconds_to_ns(seconds));
+    end = aiometer__add_ns(aiometer__now_ns(), aiometer__seconds_to_ns(seconds));
     if (!ctx) {
-        struct timespec ts = aio_ns_to_timespec(end);
+        struct timespec ts = aiometer__ns_to_timespec(end);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
             ;
         return 0;
@@ -135,10 +135,10 @@ int aiometer_sleep(double seconds)
     /* A caller running jobs of its call sleeps here with the pool's timer
      * slack too, not its own (50 us by default): the two prctl calls cost
      * about a microsecond, a sleep that ends 50 us late costs more. */
-    if (!aio_on_worker && aio_pool_timer_slack(c->pool)) {
+    if (!aiometer__on_worker && aiometer__pool_timer_slack(c->pool)) {
         int r = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
-        if (r > 0 && (unsigned long)r > aio_pool_timer_slack(c->pool) &&
-            prctl(PR_SET_TIMERSLACK, aio_pool_timer_slack(c->pool), 0, 0, 0) == 0)
+        if (r > 0 && (unsigned long)r > aiometer__pool_timer_slack(c->pool) &&
+            prctl(PR_SET_TIMERSLACK, aiometer__pool_timer_slack(c->pool), 0, 0, 0) == 0)
             old_slack = r;
     }
 #endif
@@ -146,31 +146,31 @@ int aiometer_sleep(double seconds)
     /* Sleepers poll the call's cancel descriptor rather than share its
      * lock: when run_any has its winner, dozens of them wake at once, and
      * through one mutex they would leave one by one. */
-    if (aio_cancel_fd_of(c, &fd) == 0) {
+    if (aiometer__cancel_fd_of(c, &fd) == 0) {
         for (;;) {
             struct pollfd pfd = { fd, POLLIN, 0 };
             struct timespec ts;
             uint64_t now, until;
 
-            aio_call_check_deadline(c);
-            if (atomic_load(&c->stop) != AIO_GOING)
+            aiometer__call_check_deadline(c);
+            if (atomic_load(&c->stop) != AIOMETER__GOING)
                 break;
-            now = aio_now_ns();
+            now = aiometer__now_ns();
             if (now >= end)
                 break;
             until = end < c->deadline ? end : c->deadline;
-            ts = aio_ns_to_timespec(until - now);
+            ts = aiometer__ns_to_timespec(until - now);
             ppoll(&pfd, 1, &ts, NULL);
         }
     } else
 #endif
     {
         (void)fd;
-        aio_call_sleep_until(c, end);
+        aiometer__call_sleep_until(c, end);
     }
 #if defined(HAVE_SYS_PRCTL_H) && defined(PR_SET_TIMERSLACK)
     if (old_slack > 0)
         prctl(PR_SET_TIMERSLACK, (unsigned long)old_slack, 0, 0, 0);
 #endif
-    return atomic_load(&c->stop) != AIO_GOING ? ECANCELED : 0;
+    return atomic_load(&c->stop) != AIOMETER__GOING ? ECANCELED : 0;
 }

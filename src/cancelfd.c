@@ -18,7 +18,7 @@
 #include <sys/epoll.h>
 #endif
 
-void aio_cancel_fd_signal(struct aio_call *c)
+void aiometer__cancel_fd_signal(struct aiometer__call *c)
 {
     ssize_t r;
 
@@ -41,23 +41,23 @@ void aio_cancel_fd_signal(struct aio_call *c)
 
 /* Make the call's cancel descriptor: an eventfd where there is one, a pipe
  * elsewhere.  0 or an errno value. */
-static int make_cancel_fd(struct aio_call *c)
+static int make_cancel_fd(struct aiometer__call *c)
 {
 #ifdef HAVE_SYS_EVENTFD_H
-    int fd = aio_eventfd(0, 0);
+    int fd = aiometer__eventfd(0, 0);
     if (fd < 0)
         return errno;
     c->efd = c->efd_w = fd;
     c->efd_w_eventfd = 1;
 #if defined(HAVE_SYS_TIMERFD_H) && defined(HAVE_SYS_EPOLL_H)
-    if (c->deadline != AIO_NEVER) {
+    if (c->deadline != AIOMETER__NEVER) {
         /* With a deadline, hand out an epoll descriptor over the eventfd and
          * a timer that fires at the deadline: it turns readable by itself
          * when the time is up, whether or not any thread is watching. */
-        struct itimerspec its = { { 0, 0 }, aio_ns_to_timespec(c->deadline) };
+        struct itimerspec its = { { 0, 0 }, aiometer__ns_to_timespec(c->deadline) };
         struct epoll_event ev = { .events = EPOLLIN };
-        int tfd = aio_timerfd();
-        int ep = aio_epoll();
+        int tfd = aiometer__timerfd();
+        int ep = aiometer__epoll();
         int err = 0;
 
         if (tfd < 0 || ep < 0 || timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL) != 0 ||
@@ -79,7 +79,7 @@ static int make_cancel_fd(struct aio_call *c)
 #endif
 #else
     int p[2];
-    if (aio_pipe(p) != 0)
+    if (aiometer__pipe(p) != 0)
         return errno;
     c->efd = p[0];
     c->efd_w = p[1];
@@ -87,39 +87,39 @@ static int make_cancel_fd(struct aio_call *c)
     return 0;
 }
 
-int aio_cancel_fd_of(struct aio_call *c, int *fd)
+int aiometer__cancel_fd_of(struct aiometer__call *c, int *fd)
 {
     int err = 0;
 
     *fd = atomic_load_explicit(&c->efd_pub, memory_order_acquire);
     if (*fd >= 0)
         return 0;
-    aio_lock(&c->lock);
+    aiometer__lock(&c->lock);
     if (c->efd < 0) {
         err = make_cancel_fd(c);
         if (!err) {
             /* A stop that came first must be visible on the new descriptor. */
-            if (atomic_load(&c->stop) != AIO_GOING)
-                aio_cancel_fd_signal(c);
+            if (atomic_load(&c->stop) != AIOMETER__GOING)
+                aiometer__cancel_fd_signal(c);
             atomic_store_explicit(&c->efd_pub, c->efd, memory_order_release);
         }
     }
     *fd = c->efd;
-    aio_unlock(&c->lock);
+    aiometer__unlock(&c->lock);
     return err;
 }
 
 int aiometer_cancel_fd(void)
 {
-    struct aio_ctx *ctx = aio_tls;
+    struct aiometer__ctx *ctx = aiometer__tls;
     int fd, err;
 
     if (!ctx) {
         errno = EPERM;
         return -1;
     }
-    aio_call_check_deadline(ctx->call);
-    err = aio_cancel_fd_of(ctx->call, &fd);
+    aiometer__call_check_deadline(ctx->call);
+    err = aiometer__cancel_fd_of(ctx->call, &fd);
     if (err) {
         errno = err;
         return -1;
@@ -127,7 +127,7 @@ int aiometer_cancel_fd(void)
     return fd;
 }
 
-void aio_cancel_fd_close(struct aio_call *c)
+void aiometer__cancel_fd_close(struct aiometer__call *c)
 {
     if (c->efd >= 0)
         close(c->efd);

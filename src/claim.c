@@ -25,9 +25,9 @@
 #include <errno.h>
 #include <stdint.h>
 
-int aio_call_has_work(struct aio_call *c)
+int aiometer__call_has_work(struct aiometer__call *c)
 {
-    if (atomic_load(&c->stop) != AIO_GOING)
+    if (atomic_load(&c->stop) != AIOMETER__GOING)
         return 0;
     if (c->source)
         return !atomic_load(&c->source_done);
@@ -36,28 +36,29 @@ int aio_call_has_work(struct aio_call *c)
 
 /* Wait, with c->lock held, until the amap window has room for the next claim
  * (whose index pos() reads), the call stops, or the window is lifted. */
-static void wait_for_room_locked(struct aio_call *c, size_t (*pos)(struct aio_call *))
+static void wait_for_room_locked(struct aiometer__call *c, size_t (*pos)(struct aiometer__call *))
 {
     c->space_waiters++;
-    while (atomic_load(&c->stop) == AIO_GOING && pos(c) >= aio_cq_window(c->cq) &&
+    while (atomic_load(&c->stop) == AIOMETER__GOING && pos(c) >= aiometer__cq_window(c->cq) &&
            (c->source || pos(c) < c->n)) {
-        aio_cond_wait_until(&c->space_cv, &c->lock, aio_call_wait_limit(c, AIO_NEVER));
-        aio_call_check_deadline_locked(c);
+        aiometer__cond_wait_until(&c->space_cv, &c->lock,
+                                  aiometer__call_wait_limit(c, AIOMETER__NEVER));
+        aiometer__call_check_deadline_locked(c);
     }
     c->space_waiters--;
     /* The consumer wakes one waiter when room appears; each woken waiter
      * wakes the next while room remains.  Waking them all at once would
      * send hundreds of threads after a few slots. */
-    if (c->space_waiters && pos(c) < aio_cq_window(c->cq))
+    if (c->space_waiters && pos(c) < aiometer__cq_window(c->cq))
         pthread_cond_signal(&c->space_cv);
 }
 
-static size_t next_pos(struct aio_call *c)
+static size_t next_pos(struct aiometer__call *c)
 {
     return atomic_load(&c->next);
 }
 
-static size_t pulled_pos(struct aio_call *c)
+static size_t pulled_pos(struct aiometer__call *c)
 {
     return c->pulled;
 }
@@ -65,19 +66,19 @@ static size_t pulled_pos(struct aio_call *c)
 /* Claim from a lazy source: up to `want` arguments (into arg[]), pulled only
  * now that jobs can start.  Sources are called with c->lock held, so never
  * concurrently.  Returns how many were pulled; their indices follow *first. */
-size_t aio_claim_source(struct aio_call *c, size_t want, int may_wait, size_t *first,
+size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wait, size_t *first,
                         void **arg)
 {
     size_t got = 0;
     int r;
 
-    aio_lock(&c->lock);
+    aiometer__lock(&c->lock);
     *first = c->pulled;
     while (got < want) {
-        aio_call_check_deadline_locked(c);
-        if (atomic_load(&c->stop) != AIO_GOING || atomic_load(&c->source_done))
+        aiometer__call_check_deadline_locked(c);
+        if (atomic_load(&c->stop) != AIOMETER__GOING || atomic_load(&c->source_done))
             break;
-        if (c->cq && c->pulled >= aio_cq_window(c->cq)) {
+        if (c->cq && c->pulled >= aiometer__cq_window(c->cq)) {
             /* Never wait with arguments in hand: run those first. */
             if (!may_wait || got)
                 break;
@@ -93,25 +94,25 @@ size_t aio_claim_source(struct aio_call *c, size_t want, int may_wait, size_t *f
         }
         atomic_store(&c->source_done, 1);
         if (r != AIOMETER_DONE)
-            aio_call_stop_locked(c, AIO_STOP_FAILED, r > 0 ? r : EINVAL, c->pulled);
+            aiometer__call_stop_locked(c, AIOMETER__STOP_FAILED, r > 0 ? r : EINVAL, c->pulled);
         else if (c->done_waiters)
             pthread_cond_broadcast(&c->done_cv);
         break;
     }
-    aio_unlock(&c->lock);
+    aiometer__unlock(&c->lock);
     return got;
 }
 
 /* Claim up to `want` consecutive indices of an array input.  Lock-free
  * unless an amap window is full and we may wait for room. */
-size_t aio_claim_array(struct aio_call *c, size_t want, int may_wait, size_t *first)
+size_t aiometer__claim_array(struct aiometer__call *c, size_t want, int may_wait, size_t *first)
 {
     size_t cur, limit, k;
 
     for (;;) {
-        if (c->deadline != AIO_NEVER)
-            aio_call_check_deadline(c);
-        if (atomic_load_explicit(&c->stop, memory_order_acquire) != AIO_GOING)
+        if (c->deadline != AIOMETER__NEVER)
+            aiometer__call_check_deadline(c);
+        if (atomic_load_explicit(&c->stop, memory_order_acquire) != AIOMETER__GOING)
             return 0;
         /* Relaxed: the counter only hands out indices.  What a job reads
          * (the caller's arrays) was written before the call was posted, and
@@ -120,16 +121,16 @@ size_t aio_claim_array(struct aio_call *c, size_t want, int may_wait, size_t *fi
         cur = atomic_load_explicit(&c->next, memory_order_relaxed);
         limit = c->n;
         if (c->cq) {
-            size_t w = aio_cq_window(c->cq);
+            size_t w = aiometer__cq_window(c->cq);
             if (w < limit)
                 limit = w;
         }
         if (cur >= limit) {
             if (cur >= c->n || !may_wait)
                 return 0;
-            aio_lock(&c->lock);
+            aiometer__lock(&c->lock);
             wait_for_room_locked(c, next_pos);
-            aio_unlock(&c->lock);
+            aiometer__unlock(&c->lock);
             continue;
         }
         k = limit - cur;

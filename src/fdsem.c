@@ -7,16 +7,16 @@
 #include <stdint.h>
 #include <unistd.h>
 
-int aio_sem_init(struct aio_sem *s, unsigned count)
+int aiometer__sem_init(struct aiometer__sem *s, unsigned count)
 {
 #ifdef HAVE_SYS_EVENTFD_H
-    s->fd = s->wfd = aio_eventfd(count, 1);
+    s->fd = s->wfd = aiometer__eventfd(count, 1);
     return s->fd < 0 ? errno : 0;
 #else
     int p[2];
     char buf[256] = { 0 };
 
-    if (aio_pipe(p) != 0)
+    if (aiometer__pipe(p) != 0)
         return errno;
     s->fd = p[0];
     s->wfd = p[1];
@@ -24,7 +24,7 @@ int aio_sem_init(struct aio_sem *s, unsigned count)
         size_t k = count < sizeof(buf) ? count : sizeof(buf);
         ssize_t w = write(s->wfd, buf, k);
         if (w <= 0) {
-            aio_sem_destroy(s);
+            aiometer__sem_destroy(s);
             return EINVAL;
         }
         count -= (unsigned)w;
@@ -33,7 +33,7 @@ int aio_sem_init(struct aio_sem *s, unsigned count)
 #endif
 }
 
-int aio_sem_trytake(struct aio_sem *s)
+int aiometer__sem_trytake(struct aiometer__sem *s)
 {
 #ifdef HAVE_SYS_EVENTFD_H
     uint64_t v;
@@ -44,7 +44,7 @@ int aio_sem_trytake(struct aio_sem *s)
 #endif
 }
 
-void aio_sem_give(struct aio_sem *s)
+void aiometer__sem_give(struct aiometer__sem *s)
 {
     ssize_t r;
 #ifdef HAVE_SYS_EVENTFD_H
@@ -59,7 +59,7 @@ void aio_sem_give(struct aio_sem *s)
     (void)r;
 }
 
-void aio_sem_destroy(struct aio_sem *s)
+void aiometer__sem_destroy(struct aiometer__sem *s)
 {
     if (s->fd >= 0)
         close(s->fd);

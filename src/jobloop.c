@@ -6,30 +6,32 @@
 
 #include <stdint.h>
 
-_Thread_local struct aio_ctx *aio_tls;
+_Thread_local struct aiometer__ctx *aiometer__tls;
 
 /* Adaptive batches.  A participant claims one job at a time until it sees
- * that a whole batch finishes in under AIO_BATCH_GROW_NS; then it doubles the
- * batch, up to AIO_BATCH_MAX, and halves it again when a batch takes longer
- * than AIO_BATCH_SHRINK_NS.  So tiny jobs cost one atomic operation per
+ * that a whole batch finishes in under AIOMETER__BATCH_GROW_NS; then it doubles the
+ * batch, up to AIOMETER__BATCH_MAX, and halves it again when a batch takes longer
+ * than AIOMETER__BATCH_SHRINK_NS.  So tiny jobs cost one atomic operation per
  * hundreds of jobs, while a slow job holds back at most the few jobs that
  * were claimed with it when jobs were still fast. */
-#define AIO_BATCH_MAX 1024
-#define AIO_BATCH_GROW_NS 20000
-#define AIO_BATCH_SHRINK_NS 100000
+#define AIOMETER__BATCH_MAX 1024
+#define AIOMETER__BATCH_GROW_NS 20000
+#define AIOMETER__BATCH_SHRINK_NS 100000
 
-static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L, size_t j,
-                    void *source_arg, int rated, struct aio_sink *sink)
+static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct aiometer__local *L,
+                    size_t j, void *source_arg, int rated, struct aiometer__sink *sink)
 {
-    const struct aio_policy *pol = c->policy;
+    const struct aiometer__policy *pol = c->policy;
     aiometer_fn fn;
     void *arg, *r;
     int slot = 0;
 
-    /* Relaxed: a stale "going" only lets this job reach the limiter waits,
-     * which read stop again (acquire) before the job starts. */
-    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIO_GOING ||
-        (c->capped && !(slot = aio_take_slot(c, j))) || (rated && !aio_wait_rate(c, L, j))) {
+    /* Relaxed: this is only a shortcut past jobs of a stopped call.  A job
+     * that sees a stale "going" starts as it would have a moment earlier;
+     * the claim that gave it out read stop with acquire. */
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING ||
+        (c->capped && !(slot = aiometer__take_slot(c, j))) ||
+        (rated && !aiometer__wait_rate(c, L, j))) {
         if (slot)
             c->shared->be.release(c->shared->state, NULL);
         if (pol->skip)
@@ -65,10 +67,10 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
     if (slot)
         c->shared->be.release(c->shared->state, NULL);
     if (c->progress)
-        aio_progress_tick(c);
+        aiometer__progress_tick(c);
 }
 
-static void note_running(struct aio_call *c)
+static void note_running(struct aiometer__call *c)
 {
     size_t now_running = atomic_fetch_add(&c->running, 1) + 1;
     size_t peak = atomic_load(&c->peak);
@@ -77,26 +79,26 @@ static void note_running(struct aio_call *c)
         ;
 }
 
-size_t aio_call_work(struct aio_call *c, int one)
+size_t aiometer__call_work(struct aiometer__call *c, int one)
 {
-    struct aio_ctx ctx = { c, 0, 0, aio_tls };
-    struct aio_local L = { 0, 0, 0, 0 };
+    struct aiometer__ctx ctx = { c, 0, 0, aiometer__tls };
+    struct aiometer__local L = { 0, 0, 0, 0 };
     int rated = c->has_rate || (c->shared && c->shared->be.book);
     int adaptive = !rated && !one;
     size_t batch = 1, claimed = 0;
-    void *sargs[AIO_SOURCE_BATCH];
-    struct aio_sink sink;
+    void *sargs[AIOMETER__SOURCE_BATCH];
+    struct aiometer__sink sink;
     /* Batches stay within what the source buffer and the sink hold. */
-    size_t max_batch = c->source || c->cq ? AIO_SOURCE_BATCH : AIO_BATCH_MAX;
+    size_t max_batch = c->source || c->cq ? AIOMETER__SOURCE_BATCH : AIOMETER__BATCH_MAX;
 
     sink.n = 0;
-    aio_tls = &ctx;
+    aiometer__tls = &ctx;
     for (;;) {
         size_t first = 0, k, j;
         uint64_t t0 = 0;
 
         if (c->source) {
-            k = aio_claim_source(c, batch, !one, &first, sargs);
+            k = aiometer__claim_source(c, batch, !one, &first, sargs);
         } else {
             size_t want = 1;
             if (adaptive) {
@@ -107,30 +109,30 @@ size_t aio_call_work(struct aio_call *c, int one)
                 size_t fair = left / (2 * c->slots);
                 want = batch < fair ? batch : (fair ? fair : 1);
             }
-            k = aio_claim_array(c, want, !one, &first);
+            k = aiometer__claim_array(c, want, !one, &first);
         }
         if (k == 0)
             break;
         claimed += k;
         note_running(c);
         if (adaptive)
-            t0 = aio_now_ns();
+            t0 = aiometer__now_ns();
         for (j = first; j < first + k; j++)
             run_job(c, &ctx, &L, j, c->source ? sargs[j - first] : NULL, rated, &sink);
         if (c->policy->flush)
             c->policy->flush(c, &sink);
         atomic_fetch_sub(&c->running, 1);
         if (adaptive) {
-            uint64_t d = aio_now_ns() - t0;
-            if (d < AIO_BATCH_GROW_NS && batch < max_batch)
+            uint64_t d = aiometer__now_ns() - t0;
+            if (d < AIOMETER__BATCH_GROW_NS && batch < max_batch)
                 batch *= 2;
-            else if (d > AIO_BATCH_SHRINK_NS && batch > 1)
+            else if (d > AIOMETER__BATCH_SHRINK_NS && batch > 1)
                 batch /= 2;
         }
         if (one)
             break;
     }
-    aio_tls = ctx.prev;
+    aiometer__tls = ctx.prev;
     if (L.started)
         atomic_fetch_add(&c->started, L.started);
     if (L.completed)

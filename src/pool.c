@@ -19,9 +19,9 @@
 struct aiometer_pool {
     pthread_mutex_t lock;
     /* Idle workers wait here for a task to help.  Signalled by
-     * aio_pool_post() (once per helper wanted), broadcast at shutdown. */
+     * aiometer__pool_post() (once per helper wanted), broadcast at shutdown. */
     pthread_cond_t work_cv;
-    struct aio_list queue;        /* tasks that may want helpers */
+    struct aiometer__list queue;        /* tasks that may want helpers */
     pthread_t *threads;           /* max_threads entries, nthreads started */
     size_t max_threads;
     size_t nthreads;
@@ -32,38 +32,38 @@ struct aiometer_pool {
     unsigned long timer_slack_ns; /* set on each worker; 0: leave it */
     atomic_size_t calls;          /* calls in flight: destroy says EBUSY */
     /* The registry of all pools, for fork; guarded by registry_lock. */
-    struct aio_list reg;
+    struct aiometer__list reg;
 };
 
 /* Workers sleep with 1 ns of timer slack by default: a rate wait or a job's
  * nanosleep then ends within microseconds of its time instead of the 50 us
  * the kernel allows by default.  AIOMETER_TIMER_SLACK_NS overrides it (0
  * leaves the kernel's default alone). */
-#define AIO_DEFAULT_TIMER_SLACK_NS 1UL
+#define AIOMETER__DEFAULT_TIMER_SLACK_NS 1UL
 
 /* Every pool, so that fork() can put them right in the child.  Lock order:
  * default_lock, then registry_lock, then each pool's lock. */
 static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct aio_list registry = { &registry, &registry };
+static struct aiometer__list registry = { &registry, &registry };
 static aiometer_pool *_Atomic default_pool;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-_Thread_local int aio_on_worker;
+_Thread_local int aiometer__on_worker;
 
 /* ---- the queue of tasks (pool->lock held) -------------------------------------- */
 
 /* A task this worker can help with, joined; or NULL.  Tasks with nothing
  * left to take are dropped from the queue on the way. */
-static struct aio_task *pick_task(aiometer_pool *p)
+static struct aiometer__task *pick_task(aiometer_pool *p)
 {
-    struct aio_list *n, *next;
+    struct aiometer__list *n, *next;
 
     for (n = p->queue.next; n != &p->queue; n = next) {
-        struct aio_task *t = aio_list_entry(n, struct aio_task, node);
+        struct aiometer__task *t = aiometer__list_entry(n, struct aiometer__task, node);
         next = n->next;
         if (!t->ops->has_work(t)) {
-            aio_list_remove(n);
+            aiometer__list_remove(n);
             continue;
         }
         if (t->ops->join(t))
@@ -77,18 +77,18 @@ static struct aio_task *pick_task(aiometer_pool *p)
 static void *worker_main(void *arg)
 {
     aiometer_pool *p = arg;
-    struct aio_task *t;
+    struct aiometer__task *t;
 
-    aio_on_worker = 1;
+    aiometer__on_worker = 1;
 #if defined(HAVE_SYS_PRCTL_H) && defined(PR_SET_TIMERSLACK)
     if (p->timer_slack_ns)
         prctl(PR_SET_TIMERSLACK, p->timer_slack_ns, 0, 0, 0);
 #endif
-    aio_lock(&p->lock);
+    aiometer__lock(&p->lock);
     while (!p->shutdown) {
         t = pick_task(p);
         if (!t) {
-            /* Wait for aio_pool_post() or shutdown; the loop re-checks
+            /* Wait for aiometer__pool_post() or shutdown; the loop re-checks
              * both, so spurious wake-ups are harmless. */
             p->nidle++;
             pthread_cond_wait(&p->work_cv, &p->lock);
@@ -97,23 +97,23 @@ static void *worker_main(void *arg)
                 p->wakeups--;
             continue;
         }
-        aio_unlock(&p->lock);
+        aiometer__unlock(&p->lock);
         /* Joined: the task cannot end before we leave it. */
         t->ops->work(t);
         t->ops->leave(t);
-        aio_lock(&p->lock);
+        aiometer__lock(&p->lock);
     }
-    aio_unlock(&p->lock);
+    aiometer__unlock(&p->lock);
     return NULL;
 }
 
-size_t aio_pool_post(aiometer_pool *p, struct aio_task *t, size_t helpers)
+size_t aiometer__pool_post(aiometer_pool *p, struct aiometer__task *t, size_t helpers)
 {
     size_t spare, start, wake, have;
 
-    aio_lock(&p->lock);
-    if (!aio_list_linked(&t->node))
-        aio_list_append(&p->queue, &t->node);
+    aiometer__lock(&p->lock);
+    if (!aiometer__list_linked(&t->node))
+        aiometer__list_append(&p->queue, &t->node);
     /* Idle workers not already woken for another call can come at once;
      * start new threads for the rest, within the pool's size. */
     spare = p->nidle > p->wakeups ? p->nidle - p->wakeups : 0;
@@ -123,14 +123,14 @@ size_t aio_pool_post(aiometer_pool *p, struct aio_task *t, size_t helpers)
     while (start--) {
         /* A thread that cannot be started is not an error while the pool
          * has others (or the caller) to run the jobs. */
-        if (aio_thread_create(&p->threads[p->nthreads], worker_main, p) != 0)
+        if (aiometer__thread_create(&p->threads[p->nthreads], worker_main, p) != 0)
             break;
         p->nthreads++;
     }
     wake = helpers < spare ? helpers : spare;
     p->wakeups += wake;
     have = p->nthreads;
-    aio_unlock(&p->lock);
+    aiometer__unlock(&p->lock);
     /* Wake after unlocking: a woken worker's first act is to take the lock,
      * and would otherwise block on it and need a second wake-up.  The
      * waiters counted in `spare` are inside pthread_cond_wait (they went in
@@ -144,40 +144,40 @@ size_t aio_pool_post(aiometer_pool *p, struct aio_task *t, size_t helpers)
     return have;
 }
 
-int aio_pool_saturated(aiometer_pool *p)
+int aiometer__pool_saturated(aiometer_pool *p)
 {
     int busy;
 
-    aio_lock(&p->lock);
+    aiometer__lock(&p->lock);
     busy = p->nthreads >= p->max_threads && p->nidle <= p->wakeups;
-    aio_unlock(&p->lock);
+    aiometer__unlock(&p->lock);
     return busy;
 }
 
-void aio_pool_unlink(aiometer_pool *p, struct aio_task *t)
+void aiometer__pool_unlink(aiometer_pool *p, struct aiometer__task *t)
 {
-    aio_lock(&p->lock);
-    if (aio_list_linked(&t->node))
-        aio_list_remove(&t->node);
-    aio_unlock(&p->lock);
+    aiometer__lock(&p->lock);
+    if (aiometer__list_linked(&t->node))
+        aiometer__list_remove(&t->node);
+    aiometer__unlock(&p->lock);
 }
 
-size_t aio_pool_size(const aiometer_pool *p)
+size_t aiometer__pool_size(const aiometer_pool *p)
 {
     return p->max_threads;
 }
 
-unsigned long aio_pool_timer_slack(const aiometer_pool *p)
+unsigned long aiometer__pool_timer_slack(const aiometer_pool *p)
 {
     return p->timer_slack_ns;
 }
 
-void aio_pool_hold(aiometer_pool *p)
+void aiometer__pool_hold(aiometer_pool *p)
 {
     atomic_fetch_add(&p->calls, 1);
 }
 
-void aio_pool_release(aiometer_pool *p)
+void aiometer__pool_release(aiometer_pool *p)
 {
     atomic_fetch_sub(&p->calls, 1);
 }
@@ -186,18 +186,18 @@ void aio_pool_release(aiometer_pool *p)
 
 static void fork_prepare(void)
 {
-    aio_lock(&default_lock);
-    aio_lock(&registry_lock);
-    for (struct aio_list *n = registry.next; n != &registry; n = n->next)
-        aio_lock(&aio_list_entry(n, aiometer_pool, reg)->lock);
+    aiometer__lock(&default_lock);
+    aiometer__lock(&registry_lock);
+    for (struct aiometer__list *n = registry.next; n != &registry; n = n->next)
+        aiometer__lock(&aiometer__list_entry(n, aiometer_pool, reg)->lock);
 }
 
 static void fork_parent(void)
 {
-    for (struct aio_list *n = registry.next; n != &registry; n = n->next)
-        aio_unlock(&aio_list_entry(n, aiometer_pool, reg)->lock);
-    aio_unlock(&registry_lock);
-    aio_unlock(&default_lock);
+    for (struct aiometer__list *n = registry.next; n != &registry; n = n->next)
+        aiometer__unlock(&aiometer__list_entry(n, aiometer_pool, reg)->lock);
+    aiometer__unlock(&registry_lock);
+    aiometer__unlock(&default_lock);
 }
 
 /* The child has only the thread that forked.  Each pool forgets the threads
@@ -205,20 +205,20 @@ static void fork_parent(void)
  * new threads when next used, as a fresh pool would. */
 static void fork_child(void)
 {
-    for (struct aio_list *n = registry.next; n != &registry; n = n->next) {
-        aiometer_pool *p = aio_list_entry(n, aiometer_pool, reg);
+    for (struct aiometer__list *n = registry.next; n != &registry; n = n->next) {
+        aiometer_pool *p = aiometer__list_entry(n, aiometer_pool, reg);
         /* The tasks queued lived on the stacks of threads that are gone. */
-        aio_list_init(&p->queue);
+        aiometer__list_init(&p->queue);
         p->nthreads = p->nidle = p->wakeups = 0;
         atomic_store(&p->calls, 0);
         /* Waiters on work_cv vanished with their threads; start it anew. */
         memset(&p->work_cv, 0, sizeof(p->work_cv));
-        if (aio_cond_init(&p->work_cv) != 0)
+        if (aiometer__cond_init(&p->work_cv) != 0)
             abort();
-        aio_unlock(&p->lock);
+        aiometer__unlock(&p->lock);
     }
-    aio_unlock(&registry_lock);
-    aio_unlock(&default_lock);
+    aiometer__unlock(&registry_lock);
+    aiometer__unlock(&default_lock);
 }
 
 static void register_atfork(void)
@@ -252,33 +252,33 @@ static int pool_new(aiometer_pool **out, size_t threads, int is_default)
     int err;
 
     pthread_once(&atfork_once, register_atfork);
-    p = aio_calloc(1, sizeof(*p));
+    p = aiometer__calloc(1, sizeof(*p));
     if (!p)
         return ENOMEM;
-    p->threads = aio_calloc(threads, sizeof(*p->threads));
+    p->threads = aiometer__calloc(threads, sizeof(*p->threads));
     if (!p->threads) {
-        aio_free(p);
+        aiometer__free(p);
         return ENOMEM;
     }
     {
         pthread_cond_t *const cvs[] = { &p->work_cv };
-        err = aio_sync_init(&p->lock, cvs, 1);
+        err = aiometer__sync_init(&p->lock, cvs, 1);
     }
     if (err) {
-        aio_free(p->threads);
-        aio_free(p);
+        aiometer__free(p->threads);
+        aiometer__free(p);
         return err;
     }
-    aio_list_init(&p->queue);
+    aiometer__list_init(&p->queue);
     p->max_threads = threads;
     p->is_default = is_default;
-    p->timer_slack_ns = env_number("AIOMETER_TIMER_SLACK_NS", AIO_DEFAULT_TIMER_SLACK_NS, 0,
+    p->timer_slack_ns = env_number("AIOMETER_TIMER_SLACK_NS", AIOMETER__DEFAULT_TIMER_SLACK_NS, 0,
                                    ULONG_MAX);
     atomic_init(&p->calls, 0);
 
-    aio_lock(&registry_lock);
-    aio_list_append(&registry, &p->reg);
-    aio_unlock(&registry_lock);
+    aiometer__lock(&registry_lock);
+    aiometer__list_append(&registry, &p->reg);
+    aiometer__unlock(&registry_lock);
     *out = p;
     return 0;
 }
@@ -293,34 +293,34 @@ int aiometer_pool_create(aiometer_pool **pool, size_t threads)
 /* Stop the workers and free the pool; the caller has checked it is idle. */
 static void pool_free(aiometer_pool *p)
 {
-    aio_lock(&p->lock);
+    aiometer__lock(&p->lock);
     p->shutdown = 1;
     pthread_cond_broadcast(&p->work_cv);
-    aio_unlock(&p->lock);
+    aiometer__unlock(&p->lock);
     /* nthreads cannot grow now: posting needs a call in flight. */
     for (size_t i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
 
-    aio_lock(&registry_lock);
-    aio_list_remove(&p->reg);
-    aio_unlock(&registry_lock);
+    aiometer__lock(&registry_lock);
+    aiometer__list_remove(&p->reg);
+    aiometer__unlock(&registry_lock);
 
     pthread_cond_destroy(&p->work_cv);
     pthread_mutex_destroy(&p->lock);
-    aio_free(p->threads);
-    aio_free(p);
+    aiometer__free(p->threads);
+    aiometer__free(p);
 }
 
 int aiometer_pool_destroy(aiometer_pool *pool)
 {
     if (!pool || pool->is_default)
         return EINVAL;
-    aio_lock(&pool->lock);
+    aiometer__lock(&pool->lock);
     if (atomic_load(&pool->calls) != 0) {
-        aio_unlock(&pool->lock);
+        aiometer__unlock(&pool->lock);
         return EBUSY;
     }
-    aio_unlock(&pool->lock);
+    aiometer__unlock(&pool->lock);
     pool_free(pool);
     return 0;
 }
@@ -330,7 +330,7 @@ static size_t default_size(void)
     return env_number("AIOMETER_THREADS", AIOMETER_DEFAULT_THREADS, 1, AIOMETER_MAX_THREADS);
 }
 
-int aio_pool_resolve(aiometer_pool *p, aiometer_pool **out)
+int aiometer__pool_resolve(aiometer_pool *p, aiometer_pool **out)
 {
     int err = 0;
 
@@ -340,14 +340,14 @@ int aio_pool_resolve(aiometer_pool *p, aiometer_pool **out)
     }
     p = atomic_load_explicit(&default_pool, memory_order_acquire);
     if (!p) {
-        aio_lock(&default_lock);
+        aiometer__lock(&default_lock);
         p = atomic_load_explicit(&default_pool, memory_order_relaxed);
         if (!p) {
             err = pool_new(&p, default_size(), 1);
             if (!err)
                 atomic_store_explicit(&default_pool, p, memory_order_release);
         }
-        aio_unlock(&default_lock);
+        aiometer__unlock(&default_lock);
     }
     *out = p;
     return err;

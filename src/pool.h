@@ -9,8 +9,8 @@
  *
  * Lock order: the pool's lock before a call's lock, never after.  The
  * pool's struct is private to pool.c. */
-#ifndef AIO_POOL_H
-#define AIO_POOL_H
+#ifndef AIOMETER__POOL_H
+#define AIOMETER__POOL_H
 
 #include "aiometer.h"
 #include "task.h"
@@ -18,33 +18,33 @@
 #include <stddef.h>
 
 /* Nonzero on the pool's own worker threads (their timer slack is set). */
-extern _Thread_local int aio_on_worker;
+extern _Thread_local int aiometer__on_worker;
 
 /* The pool a call runs on: p itself, or the default pool for NULL (made on
  * first use).  0, ENOMEM or EAGAIN. */
-int aio_pool_resolve(aiometer_pool *p, aiometer_pool **out);
+int aiometer__pool_resolve(aiometer_pool *p, aiometer_pool **out);
 
 /* How many threads the pool may have. */
-size_t aio_pool_size(const aiometer_pool *p);
+size_t aiometer__pool_size(const aiometer_pool *p);
 
 /* The timer slack the pool's workers sleep with (0: the kernel's own). */
-unsigned long aio_pool_timer_slack(const aiometer_pool *p);
+unsigned long aiometer__pool_timer_slack(const aiometer_pool *p);
 
 /* A call starts or ends on the pool: while any is in flight,
  * aiometer_pool_destroy says EBUSY. */
-void aio_pool_hold(aiometer_pool *p);
-void aio_pool_release(aiometer_pool *p);
+void aiometer__pool_hold(aiometer_pool *p);
+void aiometer__pool_release(aiometer_pool *p);
 
 /* Queue t and make sure up to `helpers` workers come: wake idle ones, start
  * new ones within the pool's size.  Returns how many threads the pool has,
  * so a caller can tell a pool that could start none. */
-size_t aio_pool_post(aiometer_pool *p, struct aio_task *t, size_t helpers);
+size_t aiometer__pool_post(aiometer_pool *p, struct aiometer__task *t, size_t helpers);
 
 /* True when every thread the pool may have is started and none is idle:
  * no helper can come until a running job ends. */
-int aio_pool_saturated(aiometer_pool *p);
+int aiometer__pool_saturated(aiometer_pool *p);
 
 /* Take t out of the queue, if it is there: no worker joins it afterwards. */
-void aio_pool_unlink(aiometer_pool *p, struct aio_task *t);
+void aiometer__pool_unlink(aiometer_pool *p, struct aiometer__task *t);
 
 #endif

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-static void report_progress(struct aio_call *c, uint64_t now)
+static void report_progress(struct aiometer__call *c, uint64_t now)
 {
     aiometer_progress p;
 
@@ -20,9 +20,9 @@ static void report_progress(struct aio_call *c, uint64_t now)
 
 /* No other thread may be reporting now: the flag keeps reports from
  * overlapping. */
-void aio_progress_tick(struct aio_call *c)
+void aiometer__progress_tick(struct aiometer__call *c)
 {
-    uint64_t now = aio_now_ns();
+    uint64_t now = aiometer__now_ns();
 
     if (now - atomic_load(&c->p_last) < c->progress_every)
         return;
@@ -35,9 +35,9 @@ void aio_progress_tick(struct aio_call *c)
     atomic_flag_clear(&c->p_busy);
 }
 
-void aio_progress_final(struct aio_call *c, int ret)
+void aiometer__progress_final(struct aiometer__call *c, int ret)
 {
-    uint64_t now = aio_now_ns();
+    uint64_t now = aiometer__now_ns();
 
     if (c->progress)
         report_progress(c, now);

@@ -17,7 +17,7 @@
  * on a busy machine, a spinning one within a clock read.  The spin costs at
  * most this much CPU per start that had to wait (see bench/README for the
  * figures that chose it); AIOMETER_RATE_SPIN_NS overrides it, 0 disables. */
-#define AIO_RATE_SPIN_NS 40000
+#define AIOMETER__RATE_SPIN_NS 40000
 
 static uint64_t rate_spin_ns(void)
 {
@@ -29,7 +29,7 @@ static uint64_t rate_spin_ns(void)
     if (v < 0) {
         const char *s = getenv("AIOMETER_RATE_SPIN_NS");
         char *end;
-        v = AIO_RATE_SPIN_NS;
+        v = AIOMETER__RATE_SPIN_NS;
         if (s && *s) {
             long long x = strtoll(s, &end, 10);
             if (!*end && x >= 0 && x < 1000000000)
@@ -42,44 +42,44 @@ static uint64_t rate_spin_ns(void)
 
 /* The call's own rate and its shared limiter each book the start; the job
  * begins at the later of the two times. */
-int aio_wait_rate(struct aio_call *c, struct aio_local *L, size_t j)
+int aiometer__wait_rate(struct aiometer__call *c, struct aiometer__local *L, size_t j)
 {
-    uint64_t asked = aio_now_ns(), now = asked, grant = now, spin, wake;
+    uint64_t asked = aiometer__now_ns(), now = asked, grant = now, spin, wake;
 
     if (c->has_rate)
-        grant = aio_gcra_book(&c->own_rate, now);
+        grant = aiometer__gcra_book(&c->own_rate, now);
     if (c->shared && c->shared->be.book) {
         uint64_t g2;
         int err = c->shared->be.book(c->shared->state, NULL, now, &g2);
         if (err) {
-            aio_call_stop(c, AIO_STOP_FAILED, err > 0 ? err : EIO, j);
+            aiometer__call_stop(c, AIOMETER__STOP_FAILED, err > 0 ? err : EIO, j);
             return 0;
         }
         if (g2 > grant)
             grant = g2;
     }
     if (grant <= now)
-        return atomic_load(&c->stop) == AIO_GOING;
+        return atomic_load(&c->stop) == AIOMETER__GOING;
 
     /* Sleep on stop_cv until shortly before the booked time, so that a
      * failure or a cancellation ends the wait at once. */
     spin = rate_spin_ns();
     wake = grant - now > spin ? grant - spin : now;
-    aio_call_sleep_until(c, wake);
+    aiometer__call_sleep_until(c, wake);
     /* Relaxed: the spin lasts microseconds and only needs to end soon after
      * a stop, which the final acquire load below confirms. */
-    while (atomic_load_explicit(&c->stop, memory_order_relaxed) == AIO_GOING &&
-           aio_now_ns() < grant)
-        aio_cpu_relax();
-    L->rate_wait_ns += aio_now_ns() - asked;
-    return atomic_load(&c->stop) == AIO_GOING;
+    while (atomic_load_explicit(&c->stop, memory_order_relaxed) == AIOMETER__GOING &&
+           aiometer__now_ns() < grant)
+        aiometer__cpu_relax();
+    L->rate_wait_ns += aiometer__now_ns() - asked;
+    return atomic_load(&c->stop) == AIOMETER__GOING;
 }
 
 /* How often a job asks a limiter backend that cannot wait for a slot. */
-#define AIO_SLOT_POLL_MS 1
+#define AIOMETER__SLOT_POLL_MS 1
 
 /* Waits until a slot is free or the call stops. */
-int aio_take_slot(struct aio_call *c, size_t j)
+int aiometer__take_slot(struct aiometer__call *c, size_t j)
 {
     int fd, err;
 
@@ -87,7 +87,7 @@ int aio_take_slot(struct aio_call *c, size_t j)
     if (err == EAGAIN) {
         /* None free: wait, on the call's cancel descriptor, which turns
          * readable when the call stops (at its deadline too). */
-        err = aio_cancel_fd_of(c, &fd);
+        err = aiometer__cancel_fd_of(c, &fd);
         while (!err) {
             struct pollfd pfd = { fd, POLLIN, 0 };
 
@@ -95,20 +95,20 @@ int aio_take_slot(struct aio_call *c, size_t j)
             if (err != EAGAIN)
                 break;
             /* A backend that cannot wait said EAGAIN: ask again after
-             * AIO_SLOT_POLL_MS, or at once when the call stops. */
+             * AIOMETER__SLOT_POLL_MS, or at once when the call stops. */
             err = 0;
-            poll(&pfd, 1, AIO_SLOT_POLL_MS);
-            if (atomic_load(&c->stop) != AIO_GOING)
+            poll(&pfd, 1, AIOMETER__SLOT_POLL_MS);
+            if (atomic_load(&c->stop) != AIOMETER__GOING)
                 return 0;
         }
     }
     if (err == 0) {
-        if (atomic_load(&c->stop) == AIO_GOING)
+        if (atomic_load(&c->stop) == AIOMETER__GOING)
             return 1;
         c->shared->be.release(c->shared->state, NULL);
         return 0;
     }
     if (err != ECANCELED)
-        aio_call_stop(c, AIO_STOP_FAILED, err > 0 ? err : EIO, j);
+        aiometer__call_stop(c, AIOMETER__STOP_FAILED, err > 0 ? err : EIO, j);
     return 0;
 }

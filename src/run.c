@@ -21,13 +21,14 @@ static int check_jobs(const aiometer_job jobs[], size_t n)
 
 /* The body of run_on_each and run_all, once their own arguments are
  * checked: n jobs from jobs[] or from fn and args[]. */
-static int run_array(const struct aio_policy *policy, const aiometer_job *jobs, aiometer_fn fn,
-                     void *const *args, void **results, size_t n, const aiometer_options *opts)
+static int run_array(const struct aiometer__policy *policy, const aiometer_job *jobs,
+                     aiometer_fn fn, void *const *args, void **results, size_t n,
+                     const aiometer_options *opts)
 {
-    struct aio_call c;
+    struct aiometer__call c;
     int err;
 
-    err = aio_options_check(opts);
+    err = aiometer__options_check(opts);
     if (err)
         return err;
     if (n == 0) {
@@ -38,15 +39,15 @@ static int run_array(const struct aio_policy *policy, const aiometer_job *jobs, 
         }
         return 0;
     }
-    err = aio_call_init(&c, policy, n, opts);
+    err = aiometer__call_init(&c, policy, n, opts);
     if (err)
         return err;
     c.jobs = jobs;
     c.fn = fn;
     c.args = args;
     c.results = results;
-    aio_call_run(&c);
-    return aio_call_finish(&c);
+    aiometer__call_run(&c);
+    return aiometer__call_finish(&c);
 }
 
 int aiometer_run_on_each(aiometer_fn fn, void *const args[], size_t n,
@@ -54,7 +55,7 @@ int aiometer_run_on_each(aiometer_fn fn, void *const args[], size_t n,
 {
     if (!fn || (!args && n > 0))
         return EINVAL;
-    return run_array(&aio_policy_each, NULL, fn, args, NULL, n, opts);
+    return run_array(&aiometer__policy_each, NULL, fn, args, NULL, n, opts);
 }
 
 int aiometer_run_all(const aiometer_job jobs[], size_t n, void *results[],
@@ -62,41 +63,41 @@ int aiometer_run_all(const aiometer_job jobs[], size_t n, void *results[],
 {
     if ((!results && n > 0) || check_jobs(jobs, n))
         return EINVAL;
-    return run_array(&aio_policy_all, jobs, NULL, NULL, results, n, opts);
+    return run_array(&aiometer__policy_all, jobs, NULL, NULL, results, n, opts);
 }
 
 int aiometer_run_on_each_source(aiometer_fn fn, aiometer_source_fn next, void *state,
                                 const aiometer_options *opts)
 {
-    struct aio_call c;
+    struct aiometer__call c;
     int err;
 
     if (!fn || !next)
         return EINVAL;
-    err = aio_call_init(&c, &aio_policy_each, SIZE_MAX, opts);
+    err = aiometer__call_init(&c, &aiometer__policy_each, SIZE_MAX, opts);
     if (err)
         return err;
     c.fn = fn;
     c.source = next;
     c.source_state = state;
-    aio_call_run(&c);
-    return aio_call_finish(&c);
+    aiometer__call_run(&c);
+    return aiometer__call_finish(&c);
 }
 
 int aiometer_run_any(const aiometer_job jobs[], size_t n, void **result, size_t *index,
                      const aiometer_options *opts)
 {
-    struct aio_call c;
+    struct aiometer__call c;
     size_t win;
     int err;
 
     if (n == 0 || check_jobs(jobs, n))
         return EINVAL;
-    err = aio_call_init(&c, &aio_policy_any, n, opts);
+    err = aiometer__call_init(&c, &aiometer__policy_any, n, opts);
     if (err)
         return err;
     c.jobs = jobs;
-    aio_call_run(&c);
+    aiometer__call_run(&c);
 
     /* Every participant has left, so the winner and its result are final. */
     win = atomic_load(&c.winner);
@@ -106,5 +107,5 @@ int aiometer_run_any(const aiometer_job jobs[], size_t n, void **result, size_t 
         if (index)
             *index = win;
     }
-    return aio_call_finish(&c);
+    return aiometer__call_finish(&c);
 }

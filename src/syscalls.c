@@ -25,13 +25,13 @@
 static atomic_long fault_target;
 static atomic_long fault_count;
 
-void aio_fault_arm(long k)
+void aiometer__fault_arm(long k)
 {
     atomic_store(&fault_count, 0);
     atomic_store(&fault_target, k);
 }
 
-long aio_fault_calls(void)
+long aiometer__fault_calls(void)
 {
     return atomic_load(&fault_count);
 }
@@ -46,26 +46,26 @@ static int fault_now(void)
 #define fault_now() 0
 #endif
 
-void *aio_calloc(size_t n, size_t size)
+void *aiometer__calloc(size_t n, size_t size)
 {
     if (fault_now())
         return NULL;
     return calloc(n, size);
 }
 
-void aio_free(void *p)
+void aiometer__free(void *p)
 {
     free(p);
 }
 
-int aio_mutex_init(pthread_mutex_t *m)
+int aiometer__mutex_init(pthread_mutex_t *m)
 {
     if (fault_now())
         return ENOMEM;
     return pthread_mutex_init(m, NULL);
 }
 
-int aio_cond_init(pthread_cond_t *c)
+int aiometer__cond_init(pthread_cond_t *c)
 {
     pthread_condattr_t attr;
     int err;
@@ -82,15 +82,15 @@ int aio_cond_init(pthread_cond_t *c)
     return err;
 }
 
-int aio_sync_init(pthread_mutex_t *m, pthread_cond_t *const cv[], size_t n)
+int aiometer__sync_init(pthread_mutex_t *m, pthread_cond_t *const cv[], size_t n)
 {
     size_t made;
-    int err = aio_mutex_init(m);
+    int err = aiometer__mutex_init(m);
 
     if (err)
         return err == ENOMEM ? ENOMEM : EAGAIN;
     for (made = 0; made < n; made++) {
-        err = aio_cond_init(cv[made]);
+        err = aiometer__cond_init(cv[made]);
         if (err)
             break;
     }
@@ -102,30 +102,30 @@ int aio_sync_init(pthread_mutex_t *m, pthread_cond_t *const cv[], size_t n)
     return err == ENOMEM ? ENOMEM : EAGAIN;
 }
 
-int aio_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+int aiometer__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 {
     if (fault_now())
         return EAGAIN;
     return pthread_create(t, NULL, fn, arg);
 }
 
-void aio_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, uint64_t deadline_ns)
+void aiometer__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, uint64_t deadline_ns)
 {
-    if (deadline_ns == AIO_NEVER) {
+    if (deadline_ns == AIOMETER__NEVER) {
         pthread_cond_wait(c, m);
     } else {
-        struct timespec ts = aio_ns_to_timespec(deadline_ns);
+        struct timespec ts = aiometer__ns_to_timespec(deadline_ns);
         pthread_cond_timedwait(c, m, &ts);
     }
 }
 
-void aio_lock(pthread_mutex_t *m)
+void aiometer__lock(pthread_mutex_t *m)
 {
     if (pthread_mutex_lock(m) != 0)
         abort();
 }
 
-void aio_unlock(pthread_mutex_t *m)
+void aiometer__unlock(pthread_mutex_t *m)
 {
     if (pthread_mutex_unlock(m) != 0)
         abort();
@@ -142,7 +142,7 @@ static int fault_fd(void)
 }
 
 #ifdef HAVE_SYS_EVENTFD_H
-int aio_eventfd(unsigned count, int semaphore)
+int aiometer__eventfd(unsigned count, int semaphore)
 {
     if (fault_fd())
         return -1;
@@ -151,7 +151,7 @@ int aio_eventfd(unsigned count, int semaphore)
 #endif
 
 #ifdef HAVE_SYS_TIMERFD_H
-int aio_timerfd(void)
+int aiometer__timerfd(void)
 {
     if (fault_fd())
         return -1;
@@ -160,7 +160,7 @@ int aio_timerfd(void)
 #endif
 
 #ifdef HAVE_SYS_EPOLL_H
-int aio_epoll(void)
+int aiometer__epoll(void)
 {
     if (fault_fd())
         return -1;
@@ -168,7 +168,7 @@ int aio_epoll(void)
 }
 #endif
 
-int aio_pipe(int fd[2])
+int aiometer__pipe(int fd[2])
 {
     if (fault_fd())
         return -1;

@@ -6,29 +6,29 @@
  * a place is free, works on it and leaves, and that is all it knows of it,
  * as libuv's workers know only w->work(w).  So pool.c needs no call.h, and
  * a call's layout can change without touching the pool. */
-#ifndef AIO_TASK_H
-#define AIO_TASK_H
+#ifndef AIOMETER__TASK_H
+#define AIOMETER__TASK_H
 
 #include "list.h"
 
-struct aio_task;
+struct aiometer__task;
 
-struct aio_task_ops {
+struct aiometer__task_ops {
     /* True while the task has work a new helper could take. */
-    int (*has_work)(struct aio_task *t);
+    int (*has_work)(struct aiometer__task *t);
     /* Take a helper's place: 1, or 0 when every place is taken.  Between a
      * successful join and the matching leave the task cannot end. */
-    int (*join)(struct aio_task *t);
+    int (*join)(struct aiometer__task *t);
     /* Work until nothing is left to take, then leave(). */
-    void (*work)(struct aio_task *t);
-    void (*leave)(struct aio_task *t);
+    void (*work)(struct aiometer__task *t);
+    void (*leave)(struct aiometer__task *t);
 };
 
-struct aio_task {
-    const struct aio_task_ops *ops;
+struct aiometer__task {
+    const struct aiometer__task_ops *ops;
     /* The pool's queue of tasks that may want helpers: guarded by the
-     * pool's lock, on no list (aio_list_init) while not queued. */
-    struct aio_list node;
+     * pool's lock, on no list (aiometer__list_init) while not queued. */
+    struct aiometer__list node;
 };
 
 #endif
