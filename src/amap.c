@@ -13,6 +13,13 @@
 #include <errno.h>
 #include <stdint.h>
 
+/* The completion queue's size when opts.max_buffered is 0: four results
+ * per participant, and never fewer than AIOMETER__AMAP_MIN_BUFFER, so that
+ * a call with few slots still keeps its threads busy while the consumer
+ * is away for a moment. */
+#define AIOMETER__AMAP_SLOT_BUFFER 4
+#define AIOMETER__AMAP_MIN_BUFFER 256
+
 /* Results the consumer takes from the queue per lock hold, at most. */
 #define AIOMETER__AMAP_TAKE 64
 
@@ -29,6 +36,11 @@ struct aiometer_amap {
     size_t l_index[AIOMETER__AMAP_TAKE];
 };
 
+/* Open an iterator over n jobs fn(args[i]), or over a lazy source when
+ * `source` is given: make the call and its completion queue, then post the
+ * call so that the pool's threads start on it before the first
+ * aiometer_amap_next().  0, or EINVAL, ENOMEM or EAGAIN with nothing left
+ * made. */
 static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], size_t n,
                      aiometer_source_fn source, void *state, const aiometer_options *opts)
 {
@@ -49,9 +61,13 @@ static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], si
         aiometer__free(it);
         return err;
     }
-    cap = opts && opts->max_buffered ? opts->max_buffered : 4 * c->slots;
-    if (cap < 256 && !(opts && opts->max_buffered))
-        cap = 256;
+    if (opts && opts->max_buffered) {
+        cap = opts->max_buffered;
+    } else {
+        cap = AIOMETER__AMAP_SLOT_BUFFER * c->slots;
+        if (cap < AIOMETER__AMAP_MIN_BUFFER)
+            cap = AIOMETER__AMAP_MIN_BUFFER;
+    }
     err = aiometer__cq_init(&it->cq, cap, opts ? opts->ordered : 0);
     if (err) {
         aiometer__call_undo_init(c);
@@ -73,6 +89,8 @@ static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], si
     return 0;
 }
 
+/* An iterator over an array of arguments: fn(args[i]) for i < n.  See
+ * aiometer_amap_open(3). */
 int aiometer_amap_open(aiometer_amap **it, aiometer_fn fn, void *const args[], size_t n,
                        const aiometer_options *opts)
 {
@@ -81,6 +99,8 @@ int aiometer_amap_open(aiometer_amap **it, aiometer_fn fn, void *const args[], s
     return amap_open(it, fn, args, n, NULL, NULL, opts);
 }
 
+/* An iterator over a lazy source: arguments are pulled from next(state)
+ * only as room in the window allows.  See aiometer_amap_open_source(3). */
 int aiometer_amap_open_source(aiometer_amap **it, aiometer_fn fn, aiometer_source_fn next,
                               void *state, const aiometer_options *opts)
 {

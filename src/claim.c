@@ -136,6 +136,8 @@ size_t aiometer__claim_array(struct aiometer__call *c, size_t want, int may_wait
         k = limit - cur;
         if (k > want)
             k = want;
+        /* Relaxed for the same reason: the compare-and-swap alone makes
+         * every index go to exactly one claimer. */
         if (atomic_compare_exchange_weak_explicit(&c->next, &cur, cur + k, memory_order_relaxed,
                                                   memory_order_relaxed)) {
             *first = cur;

@@ -49,7 +49,8 @@ uint64_t aiometer__gcra_book(struct aiometer__gcra *g, uint64_t now)
     uint64_t grant, next;
 
     /* Relaxed is enough: TAT is the only shared datum, and the CAS makes
-     * each booking see the one before it. */
+     * each booking see the one before it.  No other memory is published
+     * with TAT, so no acquire or release is needed. */
     do {
         grant = tat > g->tolerance ? tat - g->tolerance : 0;
         if (grant < now)

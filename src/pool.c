@@ -341,6 +341,8 @@ int aiometer__pool_resolve(aiometer_pool *p, aiometer_pool **out)
     p = atomic_load_explicit(&default_pool, memory_order_acquire);
     if (!p) {
         aiometer__lock(&default_lock);
+        /* Relaxed: default_lock orders this load after any store made
+         * under it. */
         p = atomic_load_explicit(&default_pool, memory_order_relaxed);
         if (!p) {
             err = pool_new(&p, default_size(), 1);
