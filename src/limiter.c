@@ -2,6 +2,7 @@
  * backend of a limiter private to this process. */
 #include "config.h"
 #include "aiometer.h"
+#include "host_limiter.h"
 #include "limiter.h"
 #include "sync.h"
 
@@ -209,7 +210,7 @@ static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *
 
 int aiometer_limiter_create(aiometer_limiter **lim, double rate, size_t burst)
 {
-    aiometer_limiter_options lo = { rate, burst, 0 };
+    aiometer_limiter_options lo = { rate, burst, 0, 0 };
     struct aio_gcra probe;
 
     if (!lim || aio_gcra_init(&probe, rate, burst))
@@ -223,6 +224,6 @@ int aiometer_limiter_open(aiometer_limiter **lim, const char *name,
     if (!lim || aio_limiter_options_check(lo, AIO_PRIVATE_MAX_AT_ONCE))
         return EINVAL;
     if (name)
-        return ENOSYS; /* host-wide limiters: not built yet */
+        return aio_host_open(lim, name, lo);
     return private_open(lim, lo);
 }
