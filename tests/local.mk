@@ -7,6 +7,15 @@ tests_check_aiometer_SOURCES = \
 	tests/main.c tests/testutil.c tests/testutil.h \
 	tests/check_core.c \
 	tests/check_limiter.c \
+	tests/check_host.c \
 	tests/check_stream.c
 tests_check_aiometer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_aiometer_CPPFLAGS = $(AM_CPPFLAGS) \
+	-DHOST_HELPER='"$(abs_top_builddir)/tests/host_helper$(EXEEXT)"'
 tests_check_aiometer_LDADD = src/libaiometer.la $(CHECK_LIBS)
+
+# A separate program that check_host.c execs, to show that unrelated
+# processes (not forks of one another) share a named limiter.
+check_PROGRAMS += tests/host_helper
+tests_host_helper_SOURCES = tests/host_helper.c
+tests_host_helper_LDADD = src/libaiometer.la

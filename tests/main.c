@@ -6,12 +6,14 @@
 Suite *core_suite(void);
 Suite *limiter_suite(void);
 Suite *stream_suite(void);
+Suite *host_suite(void);
 
 int main(void)
 {
     SRunner *sr = srunner_create(core_suite());
     srunner_add_suite(sr, limiter_suite());
     srunner_add_suite(sr, stream_suite());
+    srunner_add_suite(sr, host_suite());
 
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
