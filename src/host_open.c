@@ -85,6 +85,13 @@ static int same_boot(struct aio_host_shared *sh, const uint64_t id[5])
     return 1;
 }
 
+static int same_boot_unknown(struct aio_host_shared *sh)
+{
+    static const uint64_t zero[5];
+
+    return same_boot(sh, zero);
+}
+
 static void pause_1ms(void)
 {
     struct timespec ts = { 0, 1000000L };
@@ -150,6 +157,10 @@ static int check_boot(struct aio_host_shared *sh, _Atomic uint64_t *slots, uint6
     uint32_t i;
 
     aio_host_boot_id(id);
+    /* Without a boot id (no /proc/sys), or with a state that never had
+     * one, there is nothing to compare: never clear slots on a guess. */
+    if (!(id[0] | id[1] | id[2] | id[3] | id[4]) || same_boot_unknown(sh))
+        return 0;
     while (!same_boot(sh, id)) {
         if (claim(&sh->resetter, self)) {
             if (!same_boot(sh, id)) {

@@ -501,32 +501,63 @@ static void *loop_parent_run(void *arg)
     return NULL;
 }
 
+/* The children are forked by a single-threaded forker process, not by the
+ * test process whose call runs on threads: a fork of a multi-threaded
+ * process is what ThreadSanitizer cannot follow. */
+typedef struct forker {
+    area *a;
+    const char *name;
+    uint64_t *killed_at; /* who -> when it was killed, in shared memory */
+} forker;
+
+static void forker_run(void *arg)
+{
+    forker *fk = arg;
+    uint64_t seed = (uint64_t)getpid();
+
+    for (int i = 1; i <= KILLS; i++) {
+        loop_child lc = { fk->a, fk->name, i };
+        pid_t pid = fork();
+
+        CHILD_CHECK(pid >= 0);
+        if (pid == 0) {
+            loop_child_run(&lc);
+            _exit(0);
+        }
+        /* Up to 20 ms: some die opening, most with slots held. */
+        tu_sleep((double)(tu_rand_next(&seed) % 20000) / 1e6);
+        /* Taken before the kill: the child's unfinished jobs surely ran
+         * until then (after it, this process may be preempted while the
+         * child's slots are already taken back and given to others). */
+        fk->killed_at[i] = tu_now_ns();
+        CHILD_CHECK(kill(pid, SIGKILL) == 0);
+        CHILD_CHECK(waitpid(pid, NULL, 0) == pid);
+    }
+}
+
 START_TEST(t_kill_loop)
 {
     char name[64];
     area *a = area_new();
-    static uint64_t killed_at[KILLS + 1]; /* who -> when it was killed */
+    uint64_t *killed_at = mmap(NULL, (KILLS + 1) * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     loop_parent lp;
+    forker fk;
     pthread_t th;
-    uint64_t seed = (uint64_t)getpid(), *ev, t;
+    pid_t pid;
+    uint64_t *ev, t;
     size_t n, k = 0, parent_jobs = 0;
     int64_t run = 0;
 
+    ck_assert_ptr_ne(killed_at, MAP_FAILED);
     name_of(name, sizeof name, "loop");
     lp.l = open_ok(name, LOOP_RATE, LOOP_BURST, LOOP_CAP);
     lp.j = (jobctx){ a, 0, 0.001 };
     atomic_init(&lp.stop, 0);
+    fk = (forker){ a, name, killed_at };
+    pid = spawn(forker_run, &fk);
     tu_thread_start(&th, loop_parent_run, &lp);
-    for (int i = 1; i <= KILLS; i++) {
-        loop_child lc = { a, name, i };
-        pid_t pid = spawn(loop_child_run, &lc);
-
-        /* Up to 20 ms: some die opening, most with slots held. */
-        tu_sleep((double)(tu_rand_next(&seed) % 20000) / 1e6);
-        ck_assert_int_eq(kill(pid, SIGKILL), 0);
-        killed_at[i] = tu_now_ns();
-        ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
-    }
+    reap_ok(pid);
     /* The parent still gets slots and bookings once the killing stops. */
     t = tu_now_ns();
     n = atomic_load(&a->n);
@@ -539,9 +570,9 @@ START_TEST(t_kill_loop)
     ck_assert_int_eq(lp.rc, 0);
 
     /* Every job held a slot from its start to its end (or to its process's
-     * death): at no moment were more than LOOP_CAP of them running.  Sweep
-     * the starts (+1) and ends (-1) in time order; at equal times the end
-     * comes first. */
+     * death, of which killed_at is a lower bound): at no moment were more
+     * than LOOP_CAP of them running.  Sweep the starts (+1) and ends (-1)
+     * in time order; at equal times the end comes first. */
     n = atomic_load(&a->n);
     ck_assert_uint_lt(n, MAX_RECS);
     ev = malloc(2 * n * sizeof *ev);
@@ -554,6 +585,8 @@ START_TEST(t_kill_loop)
             continue;
         if (!e)
             e = who ? killed_at[who] : UINT64_MAX >> 1;
+        if (e <= s)
+            continue; /* started as its process was being killed */
         if (!who)
             parent_jobs++;
         ev[k++] = (s << 1) | 1;
@@ -568,6 +601,7 @@ START_TEST(t_kill_loop)
     free(ev);
     ck_assert_int_eq(aiometer_limiter_destroy(lp.l), 0);
     aiometer_limiter_unlink(name);
+    munmap(killed_at, (KILLS + 1) * sizeof(uint64_t));
     area_free(a);
 }
 END_TEST
