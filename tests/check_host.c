@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #define EPS 0.0005
+#define LATE 0.050
 #define MAX_RECS 65536
 
 /* ---- what jobs of every process record --------------------------------------- */
@@ -244,10 +245,12 @@ START_TEST(t_rate_4x4)
         if (at <= 2.0)
             in_time++;
     }
-    /* Any window, allowing 10 ms for a start seen late. */
+    /* Any window, allowing LATE for starts seen late (a process that the
+     * loaded machine did not run for a while starts its due jobs at once):
+     * separate budgets per process would still fail this by far. */
     for (size_t i = 0; i < n; i++)
-        for (size_t j = i + 1; j < n && j < i + 64; j++)
-            ck_assert_msg((double)(j - i + 1) <= burst + (double)(s[j] - s[i]) / 1e9 * rate + 2,
+        for (size_t j = i + 1; j < n; j++)
+            ck_assert_msg((double)(j - i + 1) <= burst + ((double)(s[j] - s[i]) / 1e9 + LATE) * rate,
                           "%zu starts in %.4f s", j - i + 1, (double)(s[j] - s[i]) / 1e9);
     ck_assert_msg(in_time >= 0.95 * (burst + 2.0 * rate), "only %zu starts in 2 s", in_time);
     free(s);
