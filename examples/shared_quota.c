@@ -7,6 +7,7 @@
  *     examples/shared_quota & examples/shared_quota; wait
  *     examples/shared_quota --unlink      # forget the schedule
  */
+#define _POSIX_C_SOURCE 200809L
 #include <aiometer.h>
 
 #include <errno.h>

@@ -22,6 +22,7 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <float.h>
@@ -171,10 +172,36 @@ static void reap_ok(pid_t pid)
                   (int)pid, st);
 }
 
-/* A name of this test run, unlinked at the end of each test. */
+/* Names carry the runner's pid and the test's: each test unlinks its own,
+ * and a test that fails half way leaves its names to the runner's unchecked
+ * teardown, which removes every name of this runner (and no other run's). */
+static long runner_pid;
+
+static void runner_setup(void)
+{
+    runner_pid = (long)getpid();
+}
+
+static void runner_teardown(void)
+{
+    char prefix[64], path[512];
+    struct dirent *e;
+    DIR *d = opendir("/dev/shm");
+
+    snprintf(prefix, sizeof prefix, "aiometer.chk%ld.", runner_pid);
+    while (d && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+            snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
+            unlink(path);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
 static void name_of(char *buf, size_t size, const char *tag)
 {
-    snprintf(buf, size, "chk%ld.%s", (long)getpid(), tag);
+    snprintf(buf, size, "chk%ld.%ld.%s", runner_pid, (long)getpid(), tag);
 }
 
 static aiometer_limiter *open_ok(const char *name, double rate, size_t burst, size_t cap)
@@ -877,7 +904,7 @@ START_TEST(t_bad_names_and_values)
     longest[201] = '\0';
     ck_assert_int_eq(try_open(longest, 10, 1, 0), EINVAL);
     longest[200] = '\0';
-    snprintf(longest, 200, "chk%ld.", (long)getpid());
+    snprintf(longest, 200, "chk%ld.%ld.", runner_pid, (long)getpid());
     longest[strlen(longest)] = 'a';
     ck_assert_int_eq(strlen(longest), 200);
     ck_assert_int_eq(try_open(longest, 10, 1, 0), 0);
@@ -1047,6 +1074,9 @@ Suite *host_suite(void)
     TCase *crash = tcase_create("crash");
     TCase *errors = tcase_create("errors");
 
+    tcase_add_unchecked_fixture(core, runner_setup, runner_teardown);
+    tcase_add_unchecked_fixture(crash, runner_setup, runner_teardown);
+    tcase_add_unchecked_fixture(errors, runner_setup, runner_teardown);
     tcase_set_timeout(core, 30);
     tcase_add_test(core, t_rate_4x4);
     tcase_add_test(core, t_cap6);

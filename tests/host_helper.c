@@ -2,6 +2,7 @@
  * check_host.c): opens the named limiter NAME at RATE starts per second
  * (burst 1), runs N jobs under it and prints each job's start time
  * (CLOCK_MONOTONIC ns) on a line.  Exit status 0 when all N ran. */
+#define _POSIX_C_SOURCE 200809L
 #include "aiometer.h"
 
 #include <stdatomic.h>
