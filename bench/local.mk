@@ -20,7 +20,18 @@ endif
 CLEANFILES += bench/bench$(EXEEXT)
 EXTRA_DIST += bench/README bench/rss.sh
 
+# host_bench: a named limiter's booking and slot costs next to a private
+# one's (bench/README).  It reads the limiter object's layout from
+# src/limiter.h, so it sees the private headers.
+EXTRA_PROGRAMS += bench/host_bench
+bench_host_bench_SOURCES = bench/host_bench.c
+bench_host_bench_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/src
+bench_host_bench_LDADD = src/libaiometer.la $(PTHREAD_LIBS)
+bench_host_bench_LDFLAGS = $(AM_LDFLAGS) -no-install
+CLEANFILES += bench/host_bench$(EXEEXT)
+
 # BENCH_ARGS picks workloads and repetitions: make bench BENCH_ARGS="-r 7 w1 w3".
 .PHONY: bench
-bench: bench/bench$(EXEEXT)
+bench: bench/bench$(EXEEXT) bench/host_bench$(EXEEXT)
 	$(AM_V_at)bench/bench$(EXEEXT) $(BENCH_ARGS)
+	$(AM_V_at)bench/host_bench$(EXEEXT)

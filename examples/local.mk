@@ -1,6 +1,9 @@
 # Examples: small programs a user could copy, each showing one use of the
 # library.  Built by `make`, never installed.
 noinst_PROGRAMS += examples/sleep_sort examples/blocking_calls examples/threaded_caller
+noinst_PROGRAMS += examples/shared_quota
+examples_shared_quota_SOURCES = examples/shared_quota.c
+examples_shared_quota_LDADD = src/libaiometer.la $(PTHREAD_LIBS)
 examples_sleep_sort_SOURCES = examples/sleep_sort.c
 examples_sleep_sort_LDADD = src/libaiometer.la $(PTHREAD_LIBS)
 examples_blocking_calls_SOURCES = examples/blocking_calls.c

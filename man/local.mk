@@ -17,6 +17,8 @@ dist_man_MANS += \
 	man/aiometer_limiter_create_backend.3 \
 	man/aiometer_limiter_destroy.3 \
 	man/aiometer_limiter_open.3 \
+	man/aiometer_limiter_options.3 \
+	man/aiometer_limiter_unlink.3 \
 	man/aiometer_options.3 \
 	man/aiometer_pool_create.3 \
 	man/aiometer_pool_destroy.3 \

@@ -2,6 +2,7 @@
  * backend of a limiter private to this process. */
 #include "config.h"
 #include "aiometer.h"
+#include "host_limiter.h"
 #include "limiter.h"
 #include "fdsem.h"
 #include "syscalls.h"
@@ -211,7 +212,7 @@ static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *
 
 int aiometer_limiter_create(aiometer_limiter **lim, double rate, size_t burst)
 {
-    aiometer_limiter_options lo = { rate, burst, 0 };
+    aiometer_limiter_options lo = { rate, burst, 0, 0 };
     struct aiometer__gcra probe;
 
     if (!lim || aiometer__gcra_init(&probe, rate, burst))
@@ -225,6 +226,6 @@ int aiometer_limiter_open(aiometer_limiter **lim, const char *name,
     if (!lim || aiometer__limiter_options_check(lo, AIOMETER__PRIVATE_MAX_AT_ONCE))
         return EINVAL;
     if (name)
-        return ENOSYS; /* host-wide limiters: not built yet */
+        return aiometer__host_open(lim, name, lo);
     return private_open(lim, lo);
 }

@@ -14,7 +14,16 @@ tests_check_aiometer_SOURCES = \
 	tests/check_deadline.c \
 	tests/check_source.c \
 	tests/check_args.c \
-	tests/check_backend.c
+	tests/check_backend.c \
+	tests/check_host.c
 tests_check_aiometer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
+tests_check_aiometer_CPPFLAGS = $(AM_CPPFLAGS) \
+	-DHOST_HELPER='"$(abs_top_builddir)/tests/host_helper$(EXEEXT)"'
 tests_check_aiometer_LDADD = src/libaiometer.la $(CHECK_LIBS)
 EXTRA_DIST += tests/README
+
+# A separate program that check_host.c execs, to show that unrelated
+# processes (not forks of one another) share a named limiter.
+check_PROGRAMS += tests/host_helper
+tests_host_helper_SOURCES = tests/host_helper.c
+tests_host_helper_LDADD = src/libaiometer.la
