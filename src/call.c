@@ -1123,3 +1123,10 @@ int aiometer_cancel_fd(void)
     }
     return fd;
 }
+
+void aiometer_retry(int err, double after)
+{
+    /* Not implemented yet: the tests in tests/check_retry.c come first. */
+    (void)err;
+    (void)after;
+}

@@ -7,6 +7,7 @@ Suite *core_suite(void);
 Suite *limiter_suite(void);
 Suite *stream_suite(void);
 Suite *backend_suite(void);
+Suite *retry_suite(void);
 
 int main(void)
 {
@@ -14,6 +15,7 @@ int main(void)
     srunner_add_suite(sr, limiter_suite());
     srunner_add_suite(sr, stream_suite());
     srunner_add_suite(sr, backend_suite());
+    srunner_add_suite(sr, retry_suite());
 
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
