@@ -25,6 +25,7 @@ struct aiometer_amap {
     size_t l_head, l_count;
     void *l_result[AIO_AMAP_TAKE];
     size_t l_index[AIO_AMAP_TAKE];
+    int l_err[AIO_AMAP_TAKE]; /* keep_going: a failure in place of a result */
 };
 
 static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], size_t n,
@@ -115,9 +116,10 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
         *result = it->l_result[it->l_head];
         if (index)
             *index = it->l_index[it->l_head];
+        ret = it->l_err[it->l_head];
         it->l_head++;
         it->l_count--;
-        return 0;
+        return ret;
     }
     aio_lock(&c->lock);
     for (;;) {
@@ -136,17 +138,19 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
             ret = c->err;
             break;
         }
-        if (aio_cq_pop(&it->cq, &r, &idx)) {
+        if (aio_cq_pop(&it->cq, &r, &idx, &ret)) {
             /* Take what else is ready while we hold the lock. */
             it->l_head = it->l_count = 0;
             while (it->l_count < AIO_AMAP_TAKE &&
-                   aio_cq_pop(&it->cq, &it->l_result[it->l_count], &it->l_index[it->l_count]))
+                   aio_cq_pop(&it->cq, &it->l_result[it->l_count], &it->l_index[it->l_count],
+                              &it->l_err[it->l_count]))
                 it->l_count++;
             wake_for_room_locked(it);
+            /* With keep_going, ret is a failed job's error, told with its
+             * index; the stream goes on. */
             *result = r;
             if (index)
                 *index = idx;
-            ret = 0;
             break;
         }
         /* The order of these two reads matters: once nothing is left to
@@ -225,7 +229,16 @@ int aiometer_amap_close(aiometer_amap *it)
     }
     aio_call_wait(c);
 
-    if (c->err && !c->err_reported)
+    if (c->keep_going) {
+        /* Failures went through the queue: one not taken is still news. */
+        if (it->cq.errs_undelivered)
+            ret = c->err;
+        for (size_t i = 0; i < it->l_count && !ret; i++)
+            if (it->l_err[it->l_head + i])
+                ret = c->err;
+        if (atomic_load(&c->stop) == AIO_STOP_TIMEOUT && it->end != ETIMEDOUT && !ret)
+            ret = ETIMEDOUT;
+    } else if (c->err && !c->err_reported)
         ret = c->err;
     else if (atomic_load(&c->stop) == AIO_STOP_TIMEOUT && it->end != ETIMEDOUT)
         ret = ETIMEDOUT;

@@ -35,6 +35,10 @@ struct aio_ctx {
     size_t index;  /* the job running now */
     int fail_err;  /* what it passed to aiometer_fail(), or 0 */
     struct aio_ctx *prev;
+    size_t attempt;     /* 0 for the job's first attempt */
+    int retry_err;      /* what it passed to aiometer_retry(), or 0 */
+    double retry_after; /* and the after it passed */
+    int drop;           /* the attempt's return value is not the job's result */
 };
 static _Thread_local struct aio_ctx *aio_tls;
 
@@ -59,7 +63,7 @@ static _Thread_local struct aio_ctx *aio_tls;
 #define AIO_PROGRESS_NS (AIO_NS_PER_S / 10)
 
 struct aio_local {
-    size_t started, completed, failed;
+    size_t started, completed, failed, retried;
     uint64_t rate_wait_ns;
 };
 
@@ -86,7 +90,7 @@ int aio_options_check(const aiometer_options *o)
     /* A per-key limiter needs the job's key, which calls cannot give yet. */
     if (o->limiter && o->limiter->be.per_key)
         return EINVAL;
-    return 0;
+    return aio_retry_check(o);
 }
 
 int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options *opts)
@@ -134,6 +138,17 @@ int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options
     c->progress_every = opts->progress_interval > 0 ? aio_seconds_to_ns(opts->progress_interval)
                                                     : AIO_PROGRESS_NS;
     c->stats_out = opts->stats;
+    c->retries = opts->retries;
+    c->retry_delay = aio_retry_delay(opts);
+    c->retry_max_delay = aio_retry_max_delay(opts);
+    c->retry_gate = aio_retry_gate(c->slots);
+    c->keep_going = opts->keep_going != 0;
+    if ((mode == AIO_MODE_EACH || mode == AIO_MODE_ALL) && n != SIZE_MAX)
+        c->errors = opts->errors;
+    atomic_init(&c->parked, 0);
+    atomic_init(&c->retry_waiters, 0);
+    atomic_init(&c->retried, 0);
+    atomic_init(&c->p_retried, 0);
     atomic_init(&c->next, 0);
     atomic_init(&c->stop, AIO_GOING);
     atomic_init(&c->source_done, 0);
@@ -165,8 +180,21 @@ int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options
     err = aio_cond_init(&c->space_cv);
     if (err)
         goto fail_space;
+    err = aio_cond_init(&c->retry_cv);
+    if (err)
+        goto fail_retry_cv;
+    /* The heap of jobs in backoff is made now, so that a retry never
+     * allocates and never fails for want of memory. */
+    if (c->retries && aio_retry_heap_init(&c->rq, aio_retry_cap(c->slots, n)) != 0) {
+        err = ENOMEM;
+        goto fail_heap;
+    }
     return 0;
 
+fail_heap:
+    pthread_cond_destroy(&c->retry_cv);
+fail_retry_cv:
+    pthread_cond_destroy(&c->space_cv);
 fail_space:
     pthread_cond_destroy(&c->stop_cv);
 fail_stop:
@@ -215,6 +243,7 @@ void aio_call_stop_locked(struct aio_call *c, int reason, int err, size_t index)
     pthread_cond_broadcast(&c->stop_cv);
     pthread_cond_broadcast(&c->space_cv);
     pthread_cond_broadcast(&c->done_cv);
+    pthread_cond_broadcast(&c->retry_cv);
     signal_cancel_fd(c);
 }
 
@@ -290,6 +319,13 @@ int aio_call_has_work(struct aio_call *c)
 {
     if (atomic_load(&c->stop) != AIO_GOING)
         return 0;
+    if (c->rq.cap) {
+        /* A parked job needs a participant to wait for it; one more is
+         * wanted only if fewer wait than are parked. */
+        size_t parked = atomic_load(&c->parked);
+        if (parked && atomic_load(&c->retry_waiters) < parked)
+            return 1;
+    }
     if (c->source)
         return !atomic_load(&c->source_done);
     return atomic_load(&c->next) < c->n;
@@ -518,6 +554,8 @@ static int take_slot(struct aio_call *c, size_t j)
 /* Job `j` will never run: leave a trace where its result would go. */
 static void skip_job(struct aio_call *c, size_t j)
 {
+    if (c->errors)
+        c->errors[j] = ECANCELED;
     if (c->mode == AIO_MODE_ALL) {
         c->results[j] = NULL;
     } else if (c->mode == AIO_MODE_STREAM) {
@@ -533,6 +571,26 @@ static void skip_job(struct aio_call *c, size_t j)
  * stopped the call (except under run_any). */
 static void job_failed(struct aio_call *c, size_t j, int err, void *r)
 {
+    if (c->errors)
+        c->errors[j] = err;
+    if (c->keep_going && c->mode != AIO_MODE_ANY) {
+        /* The call goes on; what it returns in the end is the failure of
+         * the lowest index, whatever order the jobs failed in. */
+        aio_lock(&c->lock);
+        if (c->err == 0 || j < c->err_index) {
+            c->err = err;
+            c->err_index = j;
+        }
+        if (c->mode == AIO_MODE_STREAM) {
+            aio_cq_push_err(c->cq, j, err);
+            if (c->done_waiters)
+                pthread_cond_broadcast(&c->done_cv);
+        }
+        aio_unlock(&c->lock);
+        if (c->mode == AIO_MODE_ALL)
+            c->results[j] = r;
+        return;
+    }
     switch (c->mode) {
     case AIO_MODE_ALL:
         c->results[j] = r;
@@ -584,6 +642,8 @@ static void deliver(struct aio_call *c, size_t j, void *r, struct aio_sink *sink
 {
     size_t none = SIZE_MAX;
 
+    if (c->errors)
+        c->errors[j] = 0;
     switch (c->mode) {
     case AIO_MODE_ALL:
         c->results[j] = r;
@@ -622,6 +682,7 @@ static void report_progress(struct aio_call *c, uint64_t now)
     p.failed = atomic_load(&c->p_failed);
     p.total = c->n;
     p.elapsed = (double)(now - c->t_start) / 1e9;
+    p.retried = atomic_load(&c->p_retried);
     c->progress(&p, c->progress_arg);
 }
 
@@ -642,8 +703,58 @@ static void progress_tick(struct aio_call *c)
     atomic_flag_clear(&c->p_busy);
 }
 
+/* Job j has failed for good with err, other than through aiometer_fail
+ * (which stops the call itself): its retries ran out, or its backoff was cut
+ * short by a stop.  As aiometer_fail would, it stops the call unless the
+ * call keeps going (or is run_any, where a failure only loses). */
+static void fail_for_good(struct aio_call *c, struct aio_local *L, size_t j, int err)
+{
+    L->failed++;
+    if (c->progress)
+        atomic_fetch_add(&c->p_failed, 1);
+    if (!c->keep_going && c->mode != AIO_MODE_ANY)
+        aio_call_stop(c, AIO_STOP_FAILED, err, j);
+    job_failed(c, j, err, NULL);
+}
+
+/* Park job j, whose attempt `attempt - 1` asked for a retry, until its next
+ * attempt is due.  1 if parked; 0 if the call has stopped (the job then
+ * never runs again). */
+static int park_job(struct aio_call *c, size_t j, void *arg, size_t attempt, int err,
+                    double after)
+{
+    struct aio_retry r;
+    uint64_t wait;
+    int ok = 0;
+
+    if (after >= 0)
+        wait = isfinite(after) ? aio_seconds_to_ns(after) : AIO_NEVER;
+    else
+        wait = aio_retry_backoff_ns(c->retry_delay, c->retry_max_delay, attempt - 1);
+    r.due = aio_add_ns(aio_now_ns(), wait);
+    r.index = j;
+    r.arg = arg;
+    r.attempt = attempt;
+    r.err = err;
+    aio_lock(&c->lock);
+    if (atomic_load(&c->stop) == AIO_GOING) {
+        uint64_t first = aio_retry_heap_first(&c->rq);
+        ok = aio_retry_heap_push(&c->rq, &r) == 0;
+        if (ok) {
+            atomic_store(&c->parked, c->rq.n);
+            /* The waiters sleep until the earliest due time they saw: one
+             * must wake for a job due before it. */
+            if (r.due < first)
+                pthread_cond_signal(&c->retry_cv);
+        }
+    }
+    aio_unlock(&c->lock);
+    return ok;
+}
+
 static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L, size_t j,
-                    void *source_arg, int rated, struct aio_sink *sink)
+                    void *source_arg, int rated, struct aio_sink *sink,
+                    const struct aio_retry *re)
 {
     aiometer_fn fn;
     void *arg, *r;
@@ -654,7 +765,11 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
         (c->capped && !(slot = take_slot(c, j))) || (rated && !wait_rate(c, L, j))) {
         if (slot)
             c->shared->be.release(c->shared->state, NULL);
-        skip_job(c, j);
+        /* A job stopped between two attempts ends with its last error. */
+        if (re)
+            fail_for_good(c, L, j, re->err);
+        else
+            skip_job(c, j);
         return;
     }
     if (c->jobs) {
@@ -664,17 +779,35 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
         fn = c->fn;
         arg = c->source ? source_arg : c->args[j];
     }
-    L->started++;
-    if (c->progress)
-        atomic_fetch_add(&c->p_started, 1);
+    if (re) {
+        L->retried++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_retried, 1);
+    } else {
+        L->started++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_started, 1);
+    }
     ctx->index = j;
     ctx->fail_err = 0;
+    ctx->attempt = re ? re->attempt : 0;
+    ctx->retry_err = 0;
+    ctx->drop = 0;
     r = fn(arg);
+    if (ctx->drop)
+        r = NULL;
     if (ctx->fail_err) {
         L->failed++;
         if (c->progress)
             atomic_fetch_add(&c->p_failed, 1);
         job_failed(c, j, ctx->fail_err, r);
+    } else if (ctx->retry_err) {
+        /* Give the slot back before the backoff, not after it. */
+        if (slot)
+            c->shared->be.release(c->shared->state, NULL);
+        slot = 0;
+        if (!park_job(c, j, source_arg, ctx->attempt + 1, ctx->retry_err, ctx->retry_after))
+            fail_for_good(c, L, j, ctx->retry_err);
     } else {
         L->completed++;
         if (c->progress)
@@ -685,6 +818,54 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
         c->shared->be.release(c->shared->state, NULL);
     if (c->progress)
         progress_tick(c);
+}
+
+/* Could a participant claim a new job now?  Called with c->lock held. */
+static int can_claim_locked(struct aio_call *c)
+{
+    size_t pos = c->source ? c->pulled : atomic_load(&c->next);
+
+    if (c->source ? atomic_load(&c->source_done) != 0 : pos >= c->n)
+        return 0;
+    return !c->cq || pos < aio_cq_window(c->cq);
+}
+
+/* For a call with retries, before claiming a new job: 1 with *re set to a
+ * parked job whose next attempt is due, to run now.  Otherwise, while jobs
+ * are parked and this participant has nothing else to do, it waits here for
+ * the earliest of them (but only as many participants wait as there are
+ * parked jobs).  0 means "claim a new job" (if may_claim) or "leave". */
+static int next_retry(struct aio_call *c, struct aio_retry *re, int may_claim)
+{
+    int got = 0;
+
+    if (!c->rq.cap || atomic_load(&c->parked) == 0)
+        return 0;
+    aio_lock(&c->lock);
+    for (;;) {
+        uint64_t first;
+
+        aio_call_check_deadline_locked(c);
+        if (atomic_load(&c->stop) != AIO_GOING || c->rq.n == 0)
+            break;
+        first = aio_retry_heap_first(&c->rq);
+        if (first <= aio_now_ns()) {
+            got = aio_retry_heap_pop(&c->rq, re);
+            atomic_store(&c->parked, c->rq.n);
+            break;
+        }
+        /* New work first, while the parked jobs stay under the gate that
+         * bounds memory. */
+        if (may_claim && c->rq.n < c->retry_gate && can_claim_locked(c))
+            break;
+        if (atomic_load(&c->retry_waiters) >= c->rq.n)
+            break;
+        atomic_fetch_add(&c->retry_waiters, 1);
+        aio_cond_wait_until(&c->retry_cv, &c->lock, wait_limit(c, first));
+        atomic_fetch_sub(&c->retry_waiters, 1);
+    }
+    aio_unlock(&c->lock);
+    return got;
 }
 
 static void note_running(struct aio_call *c)
@@ -698,10 +879,13 @@ static void note_running(struct aio_call *c)
 
 size_t aio_call_work(struct aio_call *c, int one)
 {
-    struct aio_ctx ctx = { c, 0, 0, aio_tls };
-    struct aio_local L = { 0, 0, 0, 0 };
+    struct aio_ctx ctx = { .call = c, .prev = aio_tls };
+    struct aio_local L = { 0, 0, 0, 0, 0 };
     int rated = c->has_rate || (c->shared && c->shared->be.book);
-    int adaptive = !rated && !one;
+    /* With retries, one job at a time: a job claimed in a batch would wait
+     * behind the batch while parked jobs come due, and the gate on parked
+     * jobs counts on one claim per participant. */
+    int adaptive = !rated && !one && !c->rq.cap;
     size_t batch = 1, claimed = 0;
     void *sargs[AIO_SOURCE_BATCH];
     struct aio_sink sink;
@@ -713,10 +897,13 @@ size_t aio_call_work(struct aio_call *c, int one)
     for (;;) {
         size_t first = 0, k, j;
         uint64_t t0 = 0;
+        struct aio_retry re;
+        int due = next_retry(c, &re, 1);
 
-        if (c->source) {
+        k = 0;
+        if (!due && c->source) {
             k = claim_source(c, batch, !one, &first, sargs);
-        } else {
+        } else if (!due) {
             size_t want = 1;
             if (adaptive) {
                 /* Leave enough unclaimed for the others to share the end. */
@@ -726,14 +913,27 @@ size_t aio_call_work(struct aio_call *c, int one)
             }
             k = claim_array(c, want, !one, &first);
         }
-        if (k == 0)
+        /* Nothing new: wait for the parked jobs, if they need us. */
+        if (!due && k == 0 && !next_retry(c, &re, 0))
             break;
+        if (k == 0) {
+            /* A parked job's next attempt. */
+            claimed++;
+            note_running(c);
+            run_job(c, &ctx, &L, re.index, re.arg, rated, &sink, &re);
+            if (c->cq)
+                flush_sink(c, &sink);
+            atomic_fetch_sub(&c->running, 1);
+            if (one)
+                break;
+            continue;
+        }
         claimed += k;
         note_running(c);
         if (adaptive)
             t0 = aio_now_ns();
         for (j = first; j < first + k; j++)
-            run_job(c, &ctx, &L, j, c->source ? sargs[j - first] : NULL, rated, &sink);
+            run_job(c, &ctx, &L, j, c->source ? sargs[j - first] : NULL, rated, &sink, NULL);
         if (c->cq)
             flush_sink(c, &sink);
         atomic_fetch_sub(&c->running, 1);
@@ -754,6 +954,8 @@ size_t aio_call_work(struct aio_call *c, int one)
         atomic_fetch_add(&c->completed, L.completed);
     if (L.failed)
         atomic_fetch_add(&c->failed, L.failed);
+    if (L.retried)
+        atomic_fetch_add(&c->retried, L.retried);
     if (L.rate_wait_ns)
         atomic_fetch_add(&c->rate_wait_ns, L.rate_wait_ns);
     return claimed;
@@ -882,6 +1084,22 @@ int aio_call_finish(struct aio_call *c)
         for (size_t i = atomic_load(&c->next); i < c->n; i++)
             c->results[i] = NULL;
     }
+    if (c->errors)
+        for (size_t i = atomic_load(&c->next); i < c->n; i++)
+            c->errors[i] = ECANCELED;
+    if (c->rq.cap) {
+        /* Jobs still parked were stopped in their backoff: each ends with
+         * the error of its last attempt.  No participant is left, so the
+         * heap needs no lock. */
+        struct aio_retry r;
+        while (aio_retry_heap_pop(&c->rq, &r)) {
+            atomic_fetch_add(&c->failed, 1);
+            if (c->errors)
+                c->errors[r.index] = r.err;
+            if (c->mode == AIO_MODE_ALL)
+                c->results[r.index] = NULL;
+        }
+    }
     if (stop == AIO_STOP_WON)
         ret = 0; /* run_any: a win is a success whatever else failed */
     else if (stop == AIO_STOP_FAILED)
@@ -892,6 +1110,8 @@ int aio_call_finish(struct aio_call *c)
         ret = ECANCELED;
     else if (c->mode == AIO_MODE_ANY)
         ret = c->err; /* every job failed: the first failure */
+    else if (c->keep_going)
+        ret = c->err; /* the lowest-indexed failure, or 0 */
 
     if (c->progress)
         report_progress(c, now);
@@ -906,6 +1126,7 @@ int aio_call_finish(struct aio_call *c)
         s->failed_index = ret && ret == c->err ? c->err_index : SIZE_MAX;
         s->limiter_wait = (double)atomic_load(&c->rate_wait_ns) / 1e9;
         s->elapsed = (double)(now - c->t_start) / 1e9;
+        s->retried = atomic_load(&c->retried);
     }
     if (c->shared)
         atomic_fetch_sub(&c->shared->users, 1);
@@ -922,6 +1143,9 @@ void aio_call_undo_init(struct aio_call *c)
         close(c->efd_w);
     if (c->efd_x >= 0)
         close(c->efd_x);
+    if (c->rq.cap)
+        aio_retry_heap_destroy(&c->rq);
+    pthread_cond_destroy(&c->retry_cv);
     pthread_cond_destroy(&c->space_cv);
     pthread_cond_destroy(&c->stop_cv);
     pthread_cond_destroy(&c->done_cv);
@@ -939,9 +1163,27 @@ void aiometer_fail(int err)
     ctx->fail_err = err > 0 ? err : EINVAL;
     /* The call stops now, not when the job returns: no further job starts
      * and the others see the cancellation while this one cleans up.
-     * run_any is the exception: there a failure only loses. */
-    if (ctx->call->mode != AIO_MODE_ANY)
+     * run_any is the exception: there a failure only loses; and a call
+     * that keeps going goes on. */
+    if (ctx->call->mode != AIO_MODE_ANY && !ctx->call->keep_going)
         aio_call_stop(ctx->call, AIO_STOP_FAILED, ctx->fail_err, ctx->index);
+}
+
+void aiometer_retry(int err, double after)
+{
+    struct aio_ctx *ctx = aio_tls;
+
+    if (!ctx || err == 0 || ctx->fail_err || ctx->retry_err)
+        return;
+    if (ctx->attempt >= ctx->call->retries) {
+        /* No attempt left: the job fails now, exactly as through
+         * aiometer_fail, except that its return value is dropped. */
+        ctx->drop = 1;
+        aiometer_fail(err);
+        return;
+    }
+    ctx->retry_err = err > 0 ? err : EINVAL;
+    ctx->retry_after = after;
 }
 
 int aiometer_cancelled(void)
@@ -1122,11 +1364,4 @@ int aiometer_cancel_fd(void)
         return -1;
     }
     return fd;
-}
-
-void aiometer_retry(int err, double after)
-{
-    /* Not implemented yet: the tests in tests/check_retry.c come first. */
-    (void)err;
-    (void)after;
 }

@@ -19,6 +19,7 @@
 #include "aiometer.h"
 #include "completion.h"
 #include "limiter.h"
+#include "retry.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -64,6 +65,11 @@ struct aio_call {
     uint64_t progress_every;
     aiometer_stats *stats_out;
     struct aio_cq *cq;    /* AIO_MODE_STREAM only */
+    size_t retries;       /* opts.retries */
+    double retry_delay, retry_max_delay; /* with the defaults applied */
+    size_t retry_gate;    /* parked jobs at which new claims pause */
+    int keep_going;       /* opts.keep_going */
+    int *errors;          /* opts.errors, run_all and run_on_each only */
 
     /* Read and written lock-free. */
     atomic_size_t next;          /* array input: next index to claim */
@@ -72,6 +78,9 @@ struct aio_call {
     atomic_size_t participants;  /* threads working on the call now */
     atomic_size_t winner;        /* run_any: the winning index, or SIZE_MAX */
     atomic_int efd_pub;          /* efd once made (published under lock), -1 */
+    /* Retries: written under lock, read lock-free by aio_call_has_work. */
+    atomic_size_t parked;        /* rq.n */
+    atomic_size_t retry_waiters; /* participants waiting on retry_cv */
 
     /* Guarded by lock. */
     pthread_mutex_t lock;
@@ -93,6 +102,11 @@ struct aio_call {
     size_t pulled;        /* source: arguments pulled so far */
     int done_waiters;     /* threads waiting on done_cv */
     int space_waiters;    /* threads waiting on space_cv */
+    /* retry_cv: participants with nothing to do but jobs in backoff wait
+     * here until the earliest is due.  Signalled when a job is parked with
+     * an earlier due time than any other, broadcast at stop. */
+    pthread_cond_t retry_cv;
+    struct aio_retry_heap rq; /* jobs in backoff; cap 0: no retries */
     int efd;              /* cancel descriptor handed out (eventfd, epoll
                            * over eventfd + deadline timer, or pipe), -1 */
     int efd_w;            /* what a stop writes to (eventfd or pipe end) */
@@ -100,11 +114,11 @@ struct aio_call {
     int efd_x;            /* the deadline timerfd to close, or -1 */
 
     /* Statistics: per-thread counts added up when a participant leaves. */
-    atomic_size_t started, completed, failed;
+    atomic_size_t started, completed, failed, retried;
     atomic_size_t running, peak;
     _Atomic uint64_t rate_wait_ns;
     /* Progress reporting (only with opts.progress): live counts. */
-    atomic_size_t p_started, p_completed, p_failed;
+    atomic_size_t p_started, p_completed, p_failed, p_retried;
     _Atomic uint64_t p_last;
     atomic_flag p_busy;
 
@@ -156,7 +170,8 @@ size_t aio_call_work(struct aio_call *c, int one);
 /* May the caller (or amap consumer) run jobs when no pool thread came? */
 int aio_call_may_help(struct aio_call *c);
 
-/* True while jobs remain that could be claimed. */
+/* True while jobs remain that could be claimed, or a job waits out its
+ * backoff with no participant waiting for it. */
 int aio_call_has_work(struct aio_call *c);
 
 /* Stop the call for `reason` (first reason wins); with AIO_STOP_FAILED also

@@ -5,6 +5,7 @@ src_libaiometer_la_SOURCES = \
 	src/sync.c src/sync.h \
 	src/limiter.c src/limiter.h \
 	src/completion.c src/completion.h \
+	src/retry.c src/retry.h \
 	src/call.c src/call.h \
 	src/pool.c src/pool.h \
 	src/run.c \
