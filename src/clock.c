@@ -4,38 +4,38 @@
 
 #include <math.h>
 
-uint64_t aio_now_ns(void)
+uint64_t aiometer__now_ns(void)
 {
     struct timespec ts;
     /* CLOCK_MONOTONIC cannot fail with a valid pointer on any system we
      * build for, so the result is not checked. */
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * AIO_NS_PER_S + (uint64_t)ts.tv_nsec;
+    return (uint64_t)ts.tv_sec * AIOMETER__NS_PER_S + (uint64_t)ts.tv_nsec;
 }
 
-struct timespec aio_ns_to_timespec(uint64_t ns)
+struct timespec aiometer__ns_to_timespec(uint64_t ns)
 {
     struct timespec ts;
-    uint64_t sec = ns / AIO_NS_PER_S;
+    uint64_t sec = ns / AIOMETER__NS_PER_S;
     /* time_t is signed; a far-future time is clamped rather than wrapped. */
     if (sec > (uint64_t)INT32_MAX * 64)
         sec = (uint64_t)INT32_MAX * 64;
     ts.tv_sec = (time_t)sec;
-    ts.tv_nsec = (long)(ns % AIO_NS_PER_S);
+    ts.tv_nsec = (long)(ns % AIOMETER__NS_PER_S);
     return ts;
 }
 
-uint64_t aio_seconds_to_ns(double seconds)
+uint64_t aiometer__seconds_to_ns(double seconds)
 {
     double ns = ceil(seconds * 1e9);
     if (!(ns < 1.8e19))
-        return AIO_NEVER - 1;
+        return AIOMETER__NEVER - 1;
     if (ns <= 0)
         return 0;
     return (uint64_t)ns;
 }
 
-uint64_t aio_add_ns(uint64_t a, uint64_t b)
+uint64_t aiometer__add_ns(uint64_t a, uint64_t b)
 {
-    return a > AIO_NEVER - b ? AIO_NEVER : a + b;
+    return a > AIOMETER__NEVER - b ? AIOMETER__NEVER : a + b;
 }

@@ -1,16 +1,16 @@
 /* completion.c - the bounded completion queue behind amap. */
 #include "config.h"
 #include "completion.h"
-#include "sync.h"
+#include "syscalls.h"
 
 #include <errno.h>
 #include <stdint.h>
 
-enum { AIO_SLOT_EMPTY = 0, AIO_SLOT_READY, AIO_SLOT_SKIPPED };
+enum { AIOMETER__SLOT_EMPTY = 0, AIOMETER__SLOT_READY, AIOMETER__SLOT_SKIPPED };
 
-int aio_cq_init(struct aio_cq *q, size_t cap, int ordered)
+int aiometer__cq_init(struct aiometer__cq *q, size_t cap, int ordered)
 {
-    q->slot = aio_calloc(cap, sizeof(*q->slot));
+    q->slot = aiometer__calloc(cap, sizeof(*q->slot));
     if (!q->slot)
         return ENOMEM;
     q->cap = cap;
@@ -21,13 +21,13 @@ int aio_cq_init(struct aio_cq *q, size_t cap, int ordered)
     return 0;
 }
 
-void aio_cq_destroy(struct aio_cq *q)
+void aiometer__cq_destroy(struct aiometer__cq *q)
 {
-    aio_free(q->slot);
+    aiometer__free(q->slot);
     q->slot = NULL;
 }
 
-static void publish_window(struct aio_cq *q)
+static void publish_window(struct aiometer__cq *q)
 {
     size_t end;
 
@@ -41,27 +41,27 @@ static void publish_window(struct aio_cq *q)
 }
 
 /* Ordered mode: move base past jobs that ended without a result. */
-static void advance_skipped(struct aio_cq *q)
+static void advance_skipped(struct aiometer__cq *q)
 {
-    struct aio_cq_slot *s;
+    struct aiometer__cq_slot *s;
 
-    while ((s = &q->slot[q->base % q->cap])->state == AIO_SLOT_SKIPPED) {
-        s->state = AIO_SLOT_EMPTY;
+    while ((s = &q->slot[q->base % q->cap])->state == AIOMETER__SLOT_SKIPPED) {
+        s->state = AIOMETER__SLOT_EMPTY;
         q->base++;
     }
 }
 
-static void push(struct aio_cq *q, size_t index, void *result, int err)
+static void push(struct aiometer__cq *q, size_t index, void *result, int err)
 {
-    struct aio_cq_slot *s;
+    struct aiometer__cq_slot *s;
 
     if (q->discard) {
-        aio_cq_skip(q, index);
+        aiometer__cq_skip(q, index);
         return;
     }
     if (q->ordered) {
         s = &q->slot[index % q->cap];
-        s->state = AIO_SLOT_READY;
+        s->state = AIOMETER__SLOT_READY;
     } else {
         /* The window guarantees room: claimed - retired <= cap. */
         s = &q->slot[(q->head + q->count) % q->cap];
@@ -72,12 +72,12 @@ static void push(struct aio_cq *q, size_t index, void *result, int err)
     s->err = err;
 }
 
-void aio_cq_push(struct aio_cq *q, size_t index, void *result)
+void aiometer__cq_push(struct aiometer__cq *q, size_t index, void *result)
 {
     push(q, index, result, 0);
 }
 
-void aio_cq_push_err(struct aio_cq *q, size_t index, int err)
+void aiometer__cq_push_err(struct aiometer__cq *q, size_t index, int err)
 {
     /* Counted even when the consumer has gone: its close then says that an
      * error was not delivered. */
@@ -85,14 +85,14 @@ void aio_cq_push_err(struct aio_cq *q, size_t index, int err)
     push(q, index, NULL, err);
 }
 
-void aio_cq_skip(struct aio_cq *q, size_t index)
+void aiometer__cq_skip(struct aiometer__cq *q, size_t index)
 {
     if (q->discard) {
         /* Nothing is delivered any more and the window is unbounded. */
         return;
     }
     if (q->ordered) {
-        q->slot[index % q->cap].state = AIO_SLOT_SKIPPED;
+        q->slot[index % q->cap].state = AIOMETER__SLOT_SKIPPED;
         advance_skipped(q);
     } else {
         q->retired++;
@@ -100,18 +100,18 @@ void aio_cq_skip(struct aio_cq *q, size_t index)
     publish_window(q);
 }
 
-int aio_cq_pop(struct aio_cq *q, void **result, size_t *index, int *err)
+int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index, int *err)
 {
-    struct aio_cq_slot *s;
+    struct aiometer__cq_slot *s;
 
     if (q->discard)
         return 0;
     if (q->ordered) {
         advance_skipped(q);
         s = &q->slot[q->base % q->cap];
-        if (s->state != AIO_SLOT_READY)
+        if (s->state != AIOMETER__SLOT_READY)
             return 0;
-        s->state = AIO_SLOT_EMPTY;
+        s->state = AIOMETER__SLOT_EMPTY;
         q->base++;
         advance_skipped(q);
     } else {
@@ -131,7 +131,7 @@ int aio_cq_pop(struct aio_cq *q, void **result, size_t *index, int *err)
     return 1;
 }
 
-void aio_cq_discard(struct aio_cq *q)
+void aiometer__cq_discard(struct aiometer__cq *q)
 {
     q->discard = 1;
     q->count = 0;

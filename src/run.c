@@ -1,62 +1,12 @@
 /* run.c - the entry points that run a whole call before returning:
- * run_on_each (and its lazy-source form), run_all and run_any. */
+ * run_on_each (and its lazy-source form), run_all and run_any.  Each picks
+ * its policy (policy.c); the mechanism is the same for all. */
 #include "config.h"
 #include "call.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-
-/* Fill opts->stats for a call that ran no job (n == 0). */
-static void no_job_stats(const aiometer_options *opts)
-{
-    if (opts && opts->stats) {
-        memset(opts->stats, 0, sizeof(*opts->stats));
-        opts->stats->failed_index = SIZE_MAX;
-    }
-}
-
-int aiometer_run_on_each(aiometer_fn fn, void *const args[], size_t n,
-                         const aiometer_options *opts)
-{
-    struct aio_call c;
-    int err;
-
-    if (!fn || (!args && n > 0))
-        return EINVAL;
-    err = aio_options_check(opts);
-    if (err)
-        return err;
-    if (n == 0) {
-        no_job_stats(opts);
-        return 0;
-    }
-    err = aio_call_init(&c, AIO_MODE_EACH, n, opts);
-    if (err)
-        return err;
-    c.fn = fn;
-    c.args = args;
-    aio_call_run(&c);
-    return aio_call_finish(&c);
-}
-
-int aiometer_run_on_each_source(aiometer_fn fn, aiometer_source_fn next, void *state,
-                                const aiometer_options *opts)
-{
-    struct aio_call c;
-    int err;
-
-    if (!fn || !next)
-        return EINVAL;
-    err = aio_call_init(&c, AIO_MODE_EACH, SIZE_MAX, opts);
-    if (err)
-        return err;
-    c.fn = fn;
-    c.source = next;
-    c.source_state = state;
-    aio_call_run(&c);
-    return aio_call_finish(&c);
-}
 
 /* Every job must have a function: checked before anything starts. */
 static int check_jobs(const aiometer_job jobs[], size_t n)
@@ -69,44 +19,85 @@ static int check_jobs(const aiometer_job jobs[], size_t n)
     return 0;
 }
 
-int aiometer_run_all(const aiometer_job jobs[], size_t n, void *results[],
+/* The body of run_on_each and run_all, once their own arguments are
+ * checked: n jobs from jobs[] or from fn and args[]. */
+static int run_array(const struct aiometer__policy *policy, const aiometer_job *jobs,
+                     aiometer_fn fn, void *const *args, void **results, size_t n,
                      const aiometer_options *opts)
 {
-    struct aio_call c;
+    struct aiometer__call c;
     int err;
 
-    if ((!results && n > 0) || check_jobs(jobs, n))
-        return EINVAL;
-    err = aio_options_check(opts);
+    err = aiometer__options_check(opts);
     if (err)
         return err;
     if (n == 0) {
-        no_job_stats(opts);
+        /* A call without jobs runs nothing, but still reports. */
+        if (opts && opts->stats) {
+            memset(opts->stats, 0, sizeof(*opts->stats));
+            opts->stats->failed_index = SIZE_MAX;
+        }
         return 0;
     }
-    err = aio_call_init(&c, AIO_MODE_ALL, n, opts);
+    err = aiometer__call_init(&c, policy, n, opts);
     if (err)
         return err;
     c.jobs = jobs;
+    c.fn = fn;
+    c.args = args;
     c.results = results;
-    aio_call_run(&c);
-    return aio_call_finish(&c);
+    aiometer__call_run(&c);
+    return aiometer__call_finish(&c);
+}
+
+int aiometer_run_on_each(aiometer_fn fn, void *const args[], size_t n,
+                         const aiometer_options *opts)
+{
+    if (!fn || (!args && n > 0))
+        return EINVAL;
+    return run_array(&aiometer__policy_each, NULL, fn, args, NULL, n, opts);
+}
+
+int aiometer_run_all(const aiometer_job jobs[], size_t n, void *results[],
+                     const aiometer_options *opts)
+{
+    if ((!results && n > 0) || check_jobs(jobs, n))
+        return EINVAL;
+    return run_array(&aiometer__policy_all, jobs, NULL, NULL, results, n, opts);
+}
+
+int aiometer_run_on_each_source(aiometer_fn fn, aiometer_source_fn next, void *state,
+                                const aiometer_options *opts)
+{
+    struct aiometer__call c;
+    int err;
+
+    if (!fn || !next)
+        return EINVAL;
+    err = aiometer__call_init(&c, &aiometer__policy_each, SIZE_MAX, opts);
+    if (err)
+        return err;
+    c.fn = fn;
+    c.source = next;
+    c.source_state = state;
+    aiometer__call_run(&c);
+    return aiometer__call_finish(&c);
 }
 
 int aiometer_run_any(const aiometer_job jobs[], size_t n, void **result, size_t *index,
                      const aiometer_options *opts)
 {
-    struct aio_call c;
+    struct aiometer__call c;
     size_t win;
     int err;
 
     if (n == 0 || check_jobs(jobs, n))
         return EINVAL;
-    err = aio_call_init(&c, AIO_MODE_ANY, n, opts);
+    err = aiometer__call_init(&c, &aiometer__policy_any, n, opts);
     if (err)
         return err;
     c.jobs = jobs;
-    aio_call_run(&c);
+    aiometer__call_run(&c);
 
     /* Every participant has left, so the winner and its result are final. */
     win = atomic_load(&c.winner);
@@ -116,5 +107,5 @@ int aiometer_run_any(const aiometer_job jobs[], size_t n, void **result, size_t 
         if (index)
             *index = win;
     }
-    return aio_call_finish(&c);
+    return aiometer__call_finish(&c);
 }

@@ -22,6 +22,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -248,9 +249,11 @@ END_TEST
 
 /* Backoff k waits a uniformly random time in [0, min(cap, base * 2^k)]:
  * 40 jobs retry 5 times each with base 40 ms and cap 100 ms (bounds 40, 80,
- * 100, 100, 100 ms).  No wait is negative or above its bound (plus LATE_AFTER
- * for a late wake-up); the largest waits show the doubling and the cap; the
- * mean of wait / bound is near 1/2, as full jitter gives (not 0, not 1). */
+ * 100, 100, 100 ms).  No wait is negative; at most 1 in 20 lies above its
+ * bound by more than LATE_AFTER (a thread descheduled on a loaded machine
+ * wakes late, where an ignored cap would put most of the last two rounds
+ * far above it); the largest waits show the doubling and the cap; the mean
+ * of wait / bound is near 1/2, as full jitter gives (not 0, not 1). */
 START_TEST(test_backoff_bounds)
 {
     enum { N = 40, K = 5 };
@@ -258,7 +261,8 @@ START_TEST(test_backoff_bounds)
     aiometer_pool *pool = make_pool(N);
     aiometer_options o = { 0 };
     rjob *jobs = calloc(N, sizeof(rjob));
-    double max_w[K] = { 0 }, sum_norm = 0;
+    double max_w[K] = { 0 }, sum_norm = 0, worst_late = 0;
+    size_t late = 0;
     void *args[N];
 
     ck_assert_ptr_nonnull(jobs);
@@ -278,13 +282,18 @@ START_TEST(test_backoff_bounds)
             double bound = fmin(cap, base * ldexp(1, k));
             double w = backoff_of(&jobs[i], k);
             ck_assert_msg(w >= 0, "job %zu backoff %d: %.4f s", i, k, w);
-            ck_assert_msg(w <= bound + LATE_AFTER, "job %zu backoff %d: %.4f s, bound %.3f s",
-                          i, k, w, bound);
+            if (w > bound + LATE_AFTER) {
+                late++;
+                if (w - bound > worst_late)
+                    worst_late = w - bound;
+            }
             if (w > max_w[k])
                 max_w[k] = w;
             sum_norm += fmin(w / bound, 1.0);
         }
     }
+    ck_assert_msg(late <= N * K / 20, "%zu of %d backoffs over their bound, by up to %.4f s",
+                  late, N * K, worst_late);
     /* With 40 uniform draws the largest lies above 3/4 of the bound with
      * probability 1 - (3/4)^40 > 0.99999: waits that never grow, or a cap
      * that holds them at the base, fail here. */
@@ -347,9 +356,14 @@ START_TEST(test_after_honoured)
 END_TEST
 
 /* Retries are starts: at 20 starts a second (burst 1), 6 jobs that each
- * retry twice at once (after = 0) make 18 starts, and no window between two
- * of them holds more than 1 + 20 * window starts. */
-static int rate_attempt(int through_limiter)
+ * retry twice at once (after = 0) make 18 starts, and the k-th of them
+ * (from 0) comes no earlier than k / 20 s after the call began, as a GCRA
+ * from idle allows.  Starts are recorded by the jobs, so a recording can
+ * only be late, never early: sorted, the k-th recorded time is no earlier
+ * than the k-th true start, and this bound holds however loaded the
+ * machine.  Retries that skipped the rate would start together with their
+ * first attempts, 12 starts too early. */
+START_TEST(test_retry_obeys_rate)
 {
     enum { N = 6, R = 2, STARTS = N * (R + 1) };
     const double rate = 20;
@@ -360,8 +374,7 @@ static int rate_attempt(int through_limiter)
     tu_starts starts;
     rjob jobs[N];
     void *args[N];
-    size_t got;
-    int bunched = 0;
+    uint64_t t0;
 
     tu_starts_init(&starts, STARTS);
     for (size_t i = 0; i < N; i++) {
@@ -372,42 +385,25 @@ static int rate_attempt(int through_limiter)
     o.pool = pool;
     o.retries = R;
     o.stats = &st;
-    if (through_limiter) {
+    if (_i) {
         ck_assert_int_eq(aiometer_limiter_create(&lim, rate, 1), 0);
         o.limiter = lim;
     } else {
         o.max_per_second = rate;
     }
+    t0 = tu_now_ns();
     ck_assert_int_eq(aiometer_run_on_each(rjob_fn, args, N, &o), 0);
     ck_assert_uint_eq(st.retried, N * R);
-    got = tu_starts_sort(&starts);
-    ck_assert_uint_eq(got, STARTS);
-    /* The whole schedule cannot take less than (STARTS - 1) / rate. */
-    ck_assert_msg((double)(starts.t[STARTS - 1] - starts.t[0]) / 1e9 >= (STARTS - 1) / rate - 0.002,
-                  "18 starts in %.3f s at 20/s",
-                  (double)(starts.t[STARTS - 1] - starts.t[0]) / 1e9);
-    /* Any window: a start recorded a little late (2 ms) can look bunched
-     * with the next one, so a window is widened by that much and an attempt
-     * that still bunches is tried again. */
-    for (size_t i = 0; i < STARTS; i++)
-        for (size_t j = i + 1; j < STARTS; j++) {
-            double w = (double)(starts.t[j] - starts.t[i]) / 1e9;
-            if ((double)(j - i + 1) > 1 + rate * (w + 0.002))
-                bunched = 1;
-        }
+    ck_assert_uint_eq(tu_starts_sort(&starts), STARTS);
+    for (size_t k = 0; k < STARTS; k++) {
+        double at = (double)(int64_t)(starts.t[k] - t0) / 1e9;
+        ck_assert_msg(at >= (double)k / rate - 1e-6, "start %zu at %.4f s, not due before %.4f s",
+                      k, at, (double)k / rate);
+    }
     tu_starts_free(&starts);
     if (lim)
         ck_assert_int_eq(aiometer_limiter_destroy(lim), 0);
     ck_assert_int_eq(aiometer_pool_destroy(pool), 0);
-    return bunched;
-}
-
-START_TEST(test_retry_obeys_rate)
-{
-    for (int t = 0; t < TRIES; t++)
-        if (!rate_attempt(_i))
-            return;
-    ck_abort_msg("retries broke the rate in %d tries", TRIES);
 }
 END_TEST
 
