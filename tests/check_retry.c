@@ -1,7 +1,8 @@
 /*
  * check_retry.c - failure policies: jobs that ask for a retry
  * (aiometer_retry, opts.retries, retry_delay, retry_max_delay) and calls that
- * keep going past failures (opts.keep_going, opts.errors).
+ * keep going past failures (opts.keep_going, opts.errors).  Bad delays are
+ * refused in check_args.c, with the other bad arguments.
  *
  * Timing bounds: lower bounds (a retry never starts before it is due, a rate
  * is never exceeded) are exact.  Upper bounds have to hold on a loaded
@@ -885,85 +886,6 @@ END_TEST
 
 /* ---- TCase args ----------------------------------------------------------------- */
 
-static atomic_int plain_runs;
-
-static void *plain_fn(void *arg)
-{
-    atomic_fetch_add(&plain_runs, 1);
-    return arg;
-}
-
-static int plain_source(void *state, void **arg)
-{
-    int *left = state;
-    if (*left == 0)
-        return AIOMETER_DONE;
-    (*left)--;
-    *arg = NULL;
-    return 0;
-}
-
-/* Every entry point refuses bad delays with EINVAL and starts nothing,
- * even with retries = 0 (delays are checked whenever they are given). */
-START_TEST(test_bad_values)
-{
-    struct {
-        double delay, max;
-    } bad[] = {
-        { -1, 0 }, { NAN, 0 }, { 0, -1 }, { 0, NAN }, { 1.0, 0.5 }, { -0.001, 1 }, { 0.2, 0.1 },
-    };
-    aiometer_pool *pool = make_pool(2);
-    aiometer_job js[2] = { { plain_fn, NULL }, { plain_fn, NULL } };
-    void *args[2] = { NULL, NULL }, *results[2], *r;
-    aiometer_amap *it = NULL;
-    aiometer_stats st, untouched;
-
-    atomic_store(&plain_runs, 0);
-    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
-        for (int retries = 0; retries < 2; retries++) {
-            aiometer_options o = { 0 };
-            int left = 2;
-            o.pool = pool;
-            o.retries = (size_t)retries * 3;
-            o.retry_delay = bad[b].delay;
-            o.retry_max_delay = bad[b].max;
-            o.stats = &st;
-            memset(&st, 0x55, sizeof st);
-            memcpy(&untouched, &st, sizeof st);
-            ck_assert_int_eq(aiometer_run_on_each(plain_fn, args, 2, &o), EINVAL);
-            ck_assert_int_eq(aiometer_run_on_each_source(plain_fn, plain_source, &left, &o),
-                             EINVAL);
-            ck_assert_int_eq(left, 2);
-            ck_assert_int_eq(aiometer_run_all(js, 2, results, &o), EINVAL);
-            ck_assert_int_eq(aiometer_run_any(js, 2, &r, NULL, &o), EINVAL);
-            ck_assert_int_eq(aiometer_amap_open(&it, plain_fn, args, 2, &o), EINVAL);
-            ck_assert_int_eq(aiometer_amap_open_source(&it, plain_fn, plain_source, &left, &o),
-                             EINVAL);
-            ck_assert_ptr_null(it);
-            /* Setting up failed, so the stats were not written. */
-            ck_assert(memcmp(&st, &untouched, sizeof st) == 0);
-        }
-    }
-    ck_assert_int_eq(atomic_load(&plain_runs), 0);
-    /* The edges are valid: equal delays, defaults, an uncapped backoff. */
-    {
-        aiometer_options o = { 0 };
-        o.pool = pool;
-        o.retry_delay = 0.5;
-        o.retry_max_delay = 0.5;
-        ck_assert_int_eq(aiometer_run_on_each(plain_fn, args, 2, &o), 0);
-        o.retry_max_delay = INFINITY;
-        ck_assert_int_eq(aiometer_run_on_each(plain_fn, args, 2, &o), 0);
-        o.retry_delay = 0;
-        o.retry_max_delay = 0;
-        o.retries = 5;
-        ck_assert_int_eq(aiometer_run_on_each(plain_fn, args, 2, &o), 0);
-    }
-    ck_assert_int_eq(atomic_load(&plain_runs), 6);
-    ck_assert_int_eq(aiometer_pool_destroy(pool), 0);
-}
-END_TEST
-
 /* Outside a job aiometer_retry does nothing; inside one, err 0 is ignored
  * (the job's result counts and it is not rerun), as aiometer_fail(0) is. */
 static void *retry_zero_fn(void *arg)
@@ -1092,7 +1014,6 @@ Suite *retry_suite(void)
 
     tc = tcase_create("args");
     tcase_set_timeout(tc, TEST_TIMEOUT);
-    tcase_add_test(tc, test_bad_values);
     tcase_add_test(tc, test_retry_zero_and_outside);
     tcase_add_test(tc, test_progress_retried);
     suite_add_tcase(s, tc);
