@@ -250,6 +250,8 @@ void aiometer__retry_finish(struct aiometer__call *c)
     /* No participant is left, so the heap needs no lock. */
     while (c->rq.cap && aiometer__retry_heap_pop(&c->rq, &r)) {
         atomic_fetch_add(&c->failed, 1);
+        if (c->progress)
+            atomic_fetch_add(&c->p_failed, 1);
         if (c->errors)
             c->errors[r.index] = r.err;
         if (c->results)
