@@ -602,7 +602,7 @@ START_TEST(test_run_any_exhausted)
 }
 END_TEST
 
-/* ---- TCase stop --------------------------------------------------------------- */
+/* ---- TCase timing: a stop ends a backoff ------------------------------------- */
 
 enum { STOP_FAIL, STOP_DEADLINE, STOP_WIN, STOP_CANCEL, STOP_COUNT };
 
@@ -884,7 +884,7 @@ START_TEST(test_deadline_over_failures)
 }
 END_TEST
 
-/* ---- TCase args ----------------------------------------------------------------- */
+/* ---- TCase job_side ----------------------------------------------------------------- */
 
 /* Outside a job aiometer_retry does nothing; inside one, err 0 is ignored
  * (the job's result counts and it is not rerun), as aiometer_fail(0) is. */
@@ -987,10 +987,17 @@ Suite *retry_suite(void)
     TCase *tc = tcase_create("retry");
     tcase_set_timeout(tc, TEST_TIMEOUT);
     tcase_add_loop_test(tc, test_retry_then_succeed, 0, VIA_COUNT);
+    tcase_add_loop_test(tc, test_retry_obeys_rate, 0, 2);
+    suite_add_tcase(s, tc);
+
+    /* Upper bounds on time, which valgrind's slowness would break. */
+    tc = tcase_create("timing");
+    tcase_set_tags(tc, "timing");
+    tcase_set_timeout(tc, TEST_TIMEOUT);
     tcase_add_test(tc, test_backoff_bounds);
     tcase_add_test(tc, test_after_honoured);
-    tcase_add_loop_test(tc, test_retry_obeys_rate, 0, 2);
     tcase_add_loop_test(tc, test_backoff_holds_no_slot, 0, 2);
+    tcase_add_loop_test(tc, test_stop_ends_backoff, 0, STOP_COUNT);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("exhausted");
@@ -1000,11 +1007,6 @@ Suite *retry_suite(void)
     tcase_add_test(tc, test_run_any_exhausted);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("stop");
-    tcase_set_timeout(tc, TEST_TIMEOUT);
-    tcase_add_loop_test(tc, test_stop_ends_backoff, 0, STOP_COUNT);
-    suite_add_tcase(s, tc);
-
     tc = tcase_create("keep_going");
     tcase_set_timeout(tc, TEST_TIMEOUT);
     tcase_add_loop_test(tc, test_keep_going_1000, 0, VIA_COUNT);
@@ -1012,7 +1014,7 @@ Suite *retry_suite(void)
     tcase_add_loop_test(tc, test_deadline_over_failures, 0, VIA_COUNT);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("args");
+    tc = tcase_create("job_side");
     tcase_set_timeout(tc, TEST_TIMEOUT);
     tcase_add_test(tc, test_retry_zero_and_outside);
     tcase_add_test(tc, test_progress_retried);
