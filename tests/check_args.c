@@ -355,14 +355,15 @@ START_TEST(test_bad_retry_delays)
             memset(&st, 0x55, sizeof st);
             memcpy(&untouched, &st, sizeof st);
             ck_assert_int_eq(aiometer_run_on_each(retry_plain_fn, args, 2, &o), EINVAL);
-            ck_assert_int_eq(aiometer_run_on_each_source(retry_plain_fn, retry_plain_source, &left, &o),
-                             EINVAL);
+            ck_assert_int_eq(
+                aiometer_run_on_each_source(retry_plain_fn, retry_plain_source, &left, &o), EINVAL);
             ck_assert_int_eq(left, 2);
             ck_assert_int_eq(aiometer_run_all(js, 2, results, &o), EINVAL);
             ck_assert_int_eq(aiometer_run_any(js, 2, &r, NULL, &o), EINVAL);
             ck_assert_int_eq(aiometer_amap_open(&it, retry_plain_fn, args, 2, &o), EINVAL);
-            ck_assert_int_eq(aiometer_amap_open_source(&it, retry_plain_fn, retry_plain_source, &left, &o),
-                             EINVAL);
+            ck_assert_int_eq(
+                aiometer_amap_open_source(&it, retry_plain_fn, retry_plain_source, &left, &o),
+                EINVAL);
             ck_assert_ptr_null(it);
             /* Setting up failed, so the stats were not written. */
             ck_assert(memcmp(&st, &untouched, sizeof st) == 0);
