@@ -2,7 +2,7 @@
  * http_fetch.c - fetch many URLs with libcurl, at most 10 at once and at most
  * 5 starts a second: the first example of Python aiometer's documentation, in C.
  *
- *     http_fetch [--at-once N] [--rate R] [--think S] BASE_URL [COUNT]
+ *     http_fetch [--at-once N] [--rate R] [--think S] [--retries N] BASE_URL [COUNT]
  *
  * Job i fetches BASE_URL followed by i (for example http://127.0.0.1:8000/7)
  * with its own curl easy handle, then "processes" the response by sleeping a
@@ -12,10 +12,15 @@
  * all of them in input order.  On a terminal a progress line shows how far
  * each run has got.
  *
+ * A server that answers 429 (Too Many Requests) or 503 (Service Unavailable)
+ * is asked again, up to N times (default 5): after the time its Retry-After
+ * header gives, or after an exponential backoff without one (aiometer_retry).
+ *
  * What it shows: max_at_once and max_per_second protecting a server, amap
- * against run_all, a job that fails the whole call (aiometer_fail), a
- * transfer that stops when its call is cancelled (aiometer_cancelled), the
- * progress callback and a call's statistics.
+ * against run_all, retries that obey the same limits, a job that fails the
+ * whole call (aiometer_fail), a transfer that stops when its call is
+ * cancelled (aiometer_cancelled), the progress callback and a call's
+ * statistics.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -162,21 +167,42 @@ static void *fetch(void *arg)
      * for its timeouts, which would land in any thread of the process. */
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(curl, CURLOPT_FAILONERROR, 1L);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, req->error);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, req);
     curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, stop_if_cancelled);
     curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
     CURLcode rc = curl_easy_perform(curl);
+    long status = 0;
+    double retry_after = -1; /* no Retry-After: back off */
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+#if LIBCURL_VERSION_NUM >= 0x074200 /* 7.66.0: CURLINFO_RETRY_AFTER */
+        curl_off_t after = 0;
+        /* 0 when the header is missing (or says 0, or gives a date). */
+        if (curl_easy_getinfo(curl, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
+            retry_after = (double)after;
+#endif
+    }
     curl_easy_cleanup(curl);
 
     if (rc == CURLE_ABORTED_BY_CALLBACK)
         return NULL; /* The call was cancelled; it reports why. */
-    if (rc != CURLE_OK) {
+    if (rc == CURLE_OK && (status == 429 || status == 503)) {
+        /* The server is busy: try this URL again later, when it says.  The
+         * retry waits without holding a place of max_at_once, and starts
+         * under the same rate limit as every other request.  After the
+         * last retry the job fails with EAGAIN. */
+        aiometer_retry(EAGAIN, retry_after);
+        return NULL;
+    }
+    if (rc != CURLE_OK || status >= 400) {
         reset_progress(NULL); /* Keep the message off the progress line. */
-        fprintf(stderr, "http_fetch: %s: %s\n", req->url,
-                req->error[0] != '\0' ? req->error : curl_easy_strerror(rc));
+        if (rc != CURLE_OK)
+            fprintf(stderr, "http_fetch: %s: %s\n", req->url,
+                    req->error[0] != '\0' ? req->error : curl_easy_strerror(rc));
+        else
+            fprintf(stderr, "http_fetch: %s: HTTP status %ld\n", req->url, status);
         aiometer_fail(EIO);
         return NULL;
     }
@@ -190,19 +216,21 @@ static void *fetch(void *arg)
 static void print_stats(const aiometer_stats *st)
 {
     printf("(%zu fetched in %.2f s, %.1f a second; at most %zu at once; "
-           "%.1f s spent waiting for the rate limit)\n",
+           "%.1f s spent waiting for the rate limit; %zu retried)\n",
            st->completed, st->elapsed, st->elapsed > 0 ? st->completed / st->elapsed : 0.0,
-           st->peak_running, st->limiter_wait);
+           st->peak_running, st->limiter_wait, st->retried);
     fflush(stdout);
 }
 
 static void usage(void)
 {
-    fputs("usage: http_fetch [--at-once N] [--rate R] [--think S] BASE_URL [COUNT]\n"
+    fputs("usage: http_fetch [--at-once N] [--rate R] [--think S] [--retries N]\n"
+          "                  BASE_URL [COUNT]\n"
           "  fetches BASE_URL0 .. BASE_URL<COUNT-1> (COUNT defaults to 100)\n"
           "  --at-once N  most transfers at once (default 10)\n"
           "  --rate R     most transfers started a second (default 5)\n"
-          "  --think S    up to S seconds of simulated work per response (default 2)\n",
+          "  --think S    up to S seconds of simulated work per response (default 2)\n"
+          "  --retries N  tries again after a 429 or 503 answer, at most (default 5)\n",
           stderr);
     exit(2);
 }
@@ -225,6 +253,7 @@ int main(int argc, char **argv)
     double rate = 5;
     const char *base = NULL;
     size_t count = 100;
+    size_t retries = 5;
     int positional = 0;
 
     for (int i = 1; i < argc; i++) {
@@ -235,6 +264,8 @@ int main(int argc, char **argv)
             rate = number_arg(argv[++i], 0.001, 1e6);
         } else if (strcmp(a, "--think") == 0 && i + 1 < argc) {
             think_seconds = number_arg(argv[++i], 0, 3600);
+        } else if (strcmp(a, "--retries") == 0 && i + 1 < argc) {
+            retries = (size_t)number_arg(argv[++i], 0, 1000);
         } else if (a[0] == '-') {
             usage();
         } else if (positional == 0) {
@@ -283,6 +314,7 @@ int main(int argc, char **argv)
     aiometer_options opts = {0};
     opts.max_at_once = at_once; /* Limit the transfers running at any time. */
     opts.max_per_second = rate; /* Limit the rate, not to overload the server. */
+    opts.retries = retries;     /* Ask again when the server says it is busy. */
     opts.stats = &stats;
     if (isatty(STDERR_FILENO)) {
         opts.progress = show_progress;

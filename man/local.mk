@@ -24,6 +24,7 @@ dist_man_MANS += \
 	man/aiometer_pool_destroy.3 \
 	man/aiometer_pool_threads.3 \
 	man/aiometer_progress.3 \
+	man/aiometer_retry.3 \
 	man/aiometer_run_all.3 \
 	man/aiometer_run_any.3 \
 	man/aiometer_run_on_each.3 \

@@ -34,6 +34,7 @@ struct aiometer_amap {
     size_t l_head, l_count;
     void *l_result[AIOMETER__AMAP_TAKE];
     size_t l_index[AIOMETER__AMAP_TAKE];
+    int l_err[AIOMETER__AMAP_TAKE]; /* keep_going: a failure in place of a result */
 };
 
 /* Open an iterator over n jobs fn(args[i]), or over a lazy source when
@@ -139,9 +140,10 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
         *result = it->l_result[it->l_head];
         if (index)
             *index = it->l_index[it->l_head];
+        ret = it->l_err[it->l_head];
         it->l_head++;
         it->l_count--;
-        return 0;
+        return ret;
     }
     aiometer__lock(&c->lock);
     for (;;) {
@@ -161,17 +163,19 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
             ret = c->err;
             break;
         }
-        if (aiometer__cq_pop(&it->cq, &r, &idx)) {
+        if (aiometer__cq_pop(&it->cq, &r, &idx, &ret)) {
             /* Take what else is ready while we hold the lock. */
             it->l_head = it->l_count = 0;
             while (it->l_count < AIOMETER__AMAP_TAKE &&
-                   aiometer__cq_pop(&it->cq, &it->l_result[it->l_count], &it->l_index[it->l_count]))
+                   aiometer__cq_pop(&it->cq, &it->l_result[it->l_count],
+                                    &it->l_index[it->l_count], &it->l_err[it->l_count]))
                 it->l_count++;
             wake_for_room_locked(it);
+            /* With keep_going, ret may be a failed job's error, told with
+             * its index; the stream goes on. */
             *result = r;
             if (index)
                 *index = idx;
-            ret = 0;
             break;
         }
         /* The order of these two reads matters: once nothing is left to
@@ -228,7 +232,16 @@ int aiometer_amap_close(aiometer_amap *it)
 
     /* Close returns what next has not told: a failure not yet reported
      * (even one that came after a cancellation), or a timeout. */
-    if (c->err && !c->err_reported)
+    if (c->keep_going) {
+        /* Failures went through the queue: one not taken is still news. */
+        if (it->cq.errs_undelivered)
+            ret = c->err;
+        for (size_t i = 0; i < it->l_count && !ret; i++)
+            if (it->l_err[it->l_head + i])
+                ret = c->err;
+        if (!ret && atomic_load(&c->stop) == AIOMETER__STOP_TIMEOUT && it->end != ETIMEDOUT)
+            ret = ETIMEDOUT;
+    } else if (c->err && !c->err_reported)
         ret = c->err;
     else if (atomic_load(&c->stop) == AIOMETER__STOP_TIMEOUT && it->end != ETIMEDOUT)
         ret = aiometer__call_verdict(c);

@@ -41,7 +41,7 @@ int aiometer__options_check(const aiometer_options *o)
     /* A per-key limiter needs the job's key, which calls cannot give yet. */
     if (o->limiter && o->limiter->be.per_key)
         return EINVAL;
-    return 0;
+    return aiometer__retry_check(o);
 }
 
 /* ---- the task the pool sees ------------------------------------------------ */
@@ -124,6 +124,17 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
                             ? aiometer__seconds_to_ns(opts->progress_interval)
                             : AIOMETER__PROGRESS_NS;
     c->stats_out = opts->stats;
+    c->retries = opts->retries;
+    c->retry_delay = aiometer__retry_delay(opts);
+    c->retry_max_delay = aiometer__retry_max_delay(opts);
+    c->retry_gate = aiometer__retry_gate(c->slots);
+    c->keep_going = opts->keep_going && policy->fail_stops;
+    if (policy->has_errors && n != SIZE_MAX)
+        c->errors = opts->errors;
+    atomic_init(&c->parked, 0);
+    atomic_init(&c->retry_waiters, 0);
+    atomic_init(&c->retried, 0);
+    atomic_init(&c->p_retried, 0);
     atomic_init(&c->next, 0);
     atomic_init(&c->stop, AIOMETER__GOING);
     atomic_init(&c->source_done, 0);
@@ -144,9 +155,24 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     atomic_init(&c->efd_pub, -1);
 
     {
-        pthread_cond_t *const cvs[] = { &c->done_cv, &c->stop_cv, &c->space_cv };
-        return aiometer__sync_init(&c->lock, cvs, 3);
+        pthread_cond_t *const cvs[] = { &c->done_cv, &c->stop_cv, &c->space_cv, &c->retry_cv,
+                                        &c->retry_timer_cv };
+        err = aiometer__sync_init(&c->lock, cvs, 5);
+        if (err)
+            return err;
     }
+    /* The heap of jobs in backoff is made now, so that a retry never
+     * allocates and never fails for want of memory. */
+    if (c->retries && aiometer__retry_heap_init(&c->rq, aiometer__retry_cap(c->slots, n)) != 0) {
+        pthread_cond_destroy(&c->retry_timer_cv);
+        pthread_cond_destroy(&c->retry_cv);
+        pthread_cond_destroy(&c->space_cv);
+        pthread_cond_destroy(&c->stop_cv);
+        pthread_cond_destroy(&c->done_cv);
+        pthread_mutex_destroy(&c->lock);
+        return ENOMEM;
+    }
+    return 0;
 }
 
 /* ---- participants ------------------------------------------------------------ */
@@ -333,6 +359,10 @@ int aiometer__call_finish(struct aiometer__call *c)
 
     if (c->policy->finish)
         c->policy->finish(c);
+    if (c->errors)
+        for (size_t i = atomic_load(&c->next); i < c->n; i++)
+            c->errors[i] = ECANCELED; /* never claimed, so never run */
+    aiometer__retry_finish(c);
     aiometer__progress_final(c, ret);
     if (c->shared)
         atomic_fetch_sub(&c->shared->users, 1);
@@ -344,6 +374,10 @@ int aiometer__call_finish(struct aiometer__call *c)
 void aiometer__call_undo_init(struct aiometer__call *c)
 {
     aiometer__cancel_fd_close(c);
+    if (c->rq.cap)
+        aiometer__retry_heap_destroy(&c->rq);
+    pthread_cond_destroy(&c->retry_timer_cv);
+    pthread_cond_destroy(&c->retry_cv);
     pthread_cond_destroy(&c->space_cv);
     pthread_cond_destroy(&c->stop_cv);
     pthread_cond_destroy(&c->done_cv);

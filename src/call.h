@@ -12,6 +12,7 @@
  *   claim.c     claiming job indices (the card's bounded queue)
  *   jobloop.c   the participants' loop that runs claimed jobs
  *   ratewait.c  waiting for the limiters before a job starts
+ *   retry.c     jobs waiting out a backoff before their next attempt
  *   cancel.c    stopping, deadlines, and the job-side functions
  *   cancelfd.c  the call's cancel descriptor
  *   progress.c  progress reports and statistics
@@ -29,6 +30,7 @@
 #include "aiometer.h"
 #include "completion.h"
 #include "limiter.h"
+#include "retry.h"
 #include "task.h"
 
 #include <pthread.h>
@@ -53,7 +55,8 @@ struct aiometer__policy {
      * the sink until flush is called. */
     void (*result)(struct aiometer__call *c, size_t j, void *r, struct aiometer__sink *sink);
     void (*flush)(struct aiometer__call *c, struct aiometer__sink *sink);
-    /* Job j returned r after aiometer_fail(err). */
+    /* Job j returned r after aiometer_fail(err), or ran out of retries
+     * (r is then NULL). */
     void (*failure)(struct aiometer__call *c, size_t j, int err, void *r);
     /* Job j will never run (the call stopped first). */
     void (*skip)(struct aiometer__call *c, size_t j);
@@ -62,6 +65,11 @@ struct aiometer__policy {
     /* aiometer_fail() stops the call (all but run_any, where a failure
      * only loses). */
     int fail_stops;
+    /* With opts.keep_going (where fail_stops), what a failure does instead
+     * of `failure`: the call goes on. */
+    void (*kept_failure)(struct aiometer__call *c, size_t j, int err, void *r);
+    /* opts.errors applies (run_on_each and run_all over an array). */
+    int has_errors;
 };
 
 extern const struct aiometer__policy aiometer__policy_each, aiometer__policy_all,
@@ -104,6 +112,11 @@ struct aiometer__call {
     uint64_t progress_every;
     aiometer_stats *stats_out;
     struct aiometer__cq *cq;    /* amap only */
+    size_t retries;       /* opts.retries */
+    double retry_delay, retry_max_delay; /* with the defaults applied */
+    size_t retry_gate;    /* parked jobs at which new claims pause */
+    int keep_going;       /* opts.keep_going, where the policy stops on failure */
+    int *errors;          /* opts.errors, where the policy has them */
 
     /* The calling thread's own: whether it works on the call while it
      * waits.  Set at init, and again by aiometer__call_post when the pool could
@@ -117,6 +130,9 @@ struct aiometer__call {
     atomic_size_t participants;  /* threads working on the call now */
     atomic_size_t winner;        /* run_any: the winning index, or SIZE_MAX */
     atomic_int efd_pub;          /* efd once made (published under lock), -1 */
+    /* Retries: written under lock, read lock-free by aiometer__call_has_work. */
+    atomic_size_t parked;        /* rq.n */
+    atomic_size_t retry_waiters; /* participants waiting on retry_cv */
 
     /* Guarded by lock. */
     pthread_mutex_t lock;
@@ -138,6 +154,15 @@ struct aiometer__call {
     size_t pulled;        /* source: arguments pulled so far */
     int done_waiters;     /* threads waiting on done_cv */
     int space_waiters;    /* threads waiting on space_cv */
+    /* Participants with nothing to do but jobs in backoff wait for them
+     * (retry.c): one of them, the timer, on retry_timer_cv until the
+     * earliest is due; the others on retry_cv until they are needed.  The
+     * timer is signalled when a job is parked with an earlier due time; a
+     * waiter on retry_cv when the timer has gone and jobs are left.  Both
+     * are broadcast at stop. */
+    pthread_cond_t retry_cv, retry_timer_cv;
+    int retry_timer;      /* a participant waits on retry_timer_cv */
+    struct aiometer__retry_heap rq; /* jobs in backoff; cap 0: no retries */
     int efd;              /* cancel descriptor handed out (eventfd, epoll
                            * over eventfd + deadline timer, or pipe), -1 */
     int efd_w;            /* what a stop writes to (eventfd or pipe end) */
@@ -145,11 +170,11 @@ struct aiometer__call {
     int efd_x;            /* the deadline timerfd to close, or -1 */
 
     /* Statistics: per-thread counts added up when a participant leaves. */
-    atomic_size_t started, completed, failed;
+    atomic_size_t started, completed, failed, retried;
     atomic_size_t running, peak;
     _Atomic uint64_t rate_wait_ns;
     /* Progress reporting (only with opts.progress): live counts. */
-    atomic_size_t p_started, p_completed, p_failed;
+    atomic_size_t p_started, p_completed, p_failed, p_retried;
     _Atomic uint64_t p_last;
     atomic_flag p_busy;
 };
@@ -157,7 +182,7 @@ struct aiometer__call {
 /* What one participant counts while it works, added to the call's totals
  * when it leaves (so the per-job path touches no shared counter). */
 struct aiometer__local {
-    size_t started, completed, failed;
+    size_t started, completed, failed, retried;
     uint64_t rate_wait_ns;
 };
 
@@ -218,8 +243,11 @@ int aiometer__call_verdict(struct aiometer__call *c);
 
 /* ---- claim.c: claiming jobs ---- */
 
-/* True while jobs remain that could be claimed. */
+/* True while jobs remain that could be claimed, or a job waits out its
+ * backoff with no participant waiting for it. */
 int aiometer__call_has_work(struct aiometer__call *c);
+/* Could a participant claim a new job now?  Called with c->lock held. */
+int aiometer__can_claim_locked(struct aiometer__call *c);
 size_t aiometer__claim_array(struct aiometer__call *c, size_t want, int may_wait, size_t *first);
 size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wait, size_t *first,
                         void **arg);
@@ -230,6 +258,27 @@ size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wai
  * one job and never wait for room (the amap consumer).  Returns the number of
  * jobs claimed. */
 size_t aiometer__call_work(struct aiometer__call *c, int one);
+
+/* Job j has failed for good with err (r: what it returned, or NULL): fill
+ * opts.errors, and hand the failure to the policy, or with keep_going
+ * record it (the lowest index is what the call returns) and go on. */
+void aiometer__job_failed(struct aiometer__call *c, size_t j, int err, void *r);
+
+/* ---- retry.c: jobs in backoff ---- */
+
+/* Park job j (its argument arg, for a source) whose attempt `attempt - 1`
+ * asked for a retry after `after` seconds (< 0: a backoff).  1 if parked;
+ * 0 if the call has stopped, and the job never runs again. */
+int aiometer__retry_park(struct aiometer__call *c, size_t j, void *arg, size_t attempt, int err,
+                         double after);
+/* Before a participant claims a new job: 1 with *re set to a parked job now
+ * due.  Otherwise, while jobs are parked and the participant has nothing
+ * else to do, it waits for them here (as many participants as are parked
+ * jobs).  0: claim a new job (if may_claim), or leave. */
+int aiometer__retry_next(struct aiometer__call *c, struct aiometer__retry *re, int may_claim);
+/* The call is over: jobs still parked were stopped in their backoff and
+ * end with their last error. */
+void aiometer__retry_finish(struct aiometer__call *c);
 
 /* ---- ratewait.c: before a job starts ---- */
 
@@ -268,6 +317,10 @@ struct aiometer__ctx {
     size_t index;  /* the job running now */
     int fail_err;  /* what it passed to aiometer_fail(), or 0 */
     struct aiometer__ctx *prev;
+    size_t attempt;     /* 0 for the job's first attempt */
+    int retry_err;      /* what it passed to aiometer_retry(), or 0 */
+    double retry_after; /* and the after it passed */
+    int drop;           /* the attempt's return value is not the job's result */
 };
 extern _Thread_local struct aiometer__ctx *aiometer__tls;
 

@@ -35,6 +35,8 @@ void aiometer__call_stop_locked(struct aiometer__call *c, int reason, int err, s
     pthread_cond_broadcast(&c->stop_cv);
     pthread_cond_broadcast(&c->space_cv);
     pthread_cond_broadcast(&c->done_cv);
+    pthread_cond_broadcast(&c->retry_cv);
+    pthread_cond_broadcast(&c->retry_timer_cv);
     aiometer__cancel_fd_signal(c);
 }
 
@@ -87,8 +89,9 @@ void aiometer_fail(int err)
     ctx->fail_err = err > 0 ? err : EINVAL;
     /* The call stops now, not when the job returns: no further job starts
      * and the others see the cancellation while this one cleans up.
-     * run_any is the exception: there a failure only loses. */
-    if (ctx->call->policy->fail_stops)
+     * run_any is the exception: there a failure only loses; and a call
+     * that keeps going goes on. */
+    if (ctx->call->policy->fail_stops && !ctx->call->keep_going)
         aiometer__call_stop(ctx->call, AIOMETER__STOP_FAILED, ctx->fail_err, ctx->index);
 }
 

@@ -29,9 +29,25 @@ int aiometer__call_has_work(struct aiometer__call *c)
 {
     if (atomic_load(&c->stop) != AIOMETER__GOING)
         return 0;
+    if (c->rq.cap) {
+        /* A parked job needs a participant to wait for it (retry.c); one
+         * more is wanted only while fewer wait than are parked. */
+        size_t parked = atomic_load(&c->parked);
+        if (parked && atomic_load(&c->retry_waiters) < parked)
+            return 1;
+    }
     if (c->source)
         return !atomic_load(&c->source_done);
     return atomic_load(&c->next) < c->n;
+}
+
+int aiometer__can_claim_locked(struct aiometer__call *c)
+{
+    size_t pos = c->source ? c->pulled : atomic_load(&c->next);
+
+    if (c->source ? atomic_load(&c->source_done) != 0 : pos >= c->n)
+        return 0;
+    return !c->cq || pos < aiometer__cq_window(c->cq);
 }
 
 /* Wait, with c->lock held, until the amap window has room for the next claim

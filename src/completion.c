@@ -16,7 +16,7 @@ int aiometer__cq_init(struct aiometer__cq *q, size_t cap, int ordered)
     q->cap = cap;
     q->ordered = ordered;
     q->discard = 0;
-    q->head = q->count = q->base = q->retired = 0;
+    q->head = q->count = q->base = q->retired = q->errs_undelivered = 0;
     atomic_init(&q->window_end, cap);
     return 0;
 }
@@ -51,24 +51,38 @@ static void advance_skipped(struct aiometer__cq *q)
     }
 }
 
-void aiometer__cq_push(struct aiometer__cq *q, size_t index, void *result)
+static void push(struct aiometer__cq *q, size_t index, void *result, int err)
 {
+    struct aiometer__cq_slot *s;
+
     if (q->discard) {
         aiometer__cq_skip(q, index);
         return;
     }
     if (q->ordered) {
-        struct aiometer__cq_slot *s = &q->slot[index % q->cap];
-        s->result = result;
-        s->index = index;
+        s = &q->slot[index % q->cap];
         s->state = AIOMETER__SLOT_READY;
     } else {
         /* The window guarantees room: claimed - retired <= cap. */
-        struct aiometer__cq_slot *s = &q->slot[(q->head + q->count) % q->cap];
-        s->result = result;
-        s->index = index;
+        s = &q->slot[(q->head + q->count) % q->cap];
         q->count++;
     }
+    s->result = result;
+    s->index = index;
+    s->err = err;
+}
+
+void aiometer__cq_push(struct aiometer__cq *q, size_t index, void *result)
+{
+    push(q, index, result, 0);
+}
+
+void aiometer__cq_push_err(struct aiometer__cq *q, size_t index, int err)
+{
+    /* Counted even when the consumer has gone: its close then says that an
+     * error was not delivered. */
+    q->errs_undelivered++;
+    push(q, index, NULL, err);
 }
 
 void aiometer__cq_skip(struct aiometer__cq *q, size_t index)
@@ -86,7 +100,7 @@ void aiometer__cq_skip(struct aiometer__cq *q, size_t index)
     publish_window(q);
 }
 
-int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index)
+int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index, int *err)
 {
     struct aiometer__cq_slot *s;
 
@@ -110,6 +124,9 @@ int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index)
     }
     *result = s->result;
     *index = s->index;
+    *err = s->err;
+    if (s->err)
+        q->errs_undelivered--;
     publish_window(q);
     return 1;
 }

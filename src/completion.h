@@ -23,6 +23,7 @@
 struct aiometer__cq_slot {
     void *result;
     size_t index;
+    int err;   /* keep_going: the job failed with err (result is NULL) */
     int state; /* ordered mode: AIOMETER__SLOT_EMPTY, _READY or _SKIPPED */
 };
 
@@ -34,6 +35,7 @@ struct aiometer__cq {
     size_t head, count;    /* unordered FIFO */
     size_t base;           /* ordered: next index to deliver */
     size_t retired;        /* unordered: results taken or jobs ended without one */
+    size_t errs_undelivered; /* failures pushed and not yet popped */
     atomic_size_t window_end;
 };
 
@@ -44,10 +46,13 @@ void aiometer__cq_destroy(struct aiometer__cq *q);
 /* Job `index` finished with `result`, or (skip) ended without a result. */
 void aiometer__cq_push(struct aiometer__cq *q, size_t index, void *result);
 void aiometer__cq_skip(struct aiometer__cq *q, size_t index);
+/* keep_going: job `index` failed with err, which is delivered in its place
+ * (in its turn, in ordered mode). */
+void aiometer__cq_push_err(struct aiometer__cq *q, size_t index, int err);
 
-/* Take the next deliverable result: 1 with *result and *index set, or 0 if
- * none is ready yet. */
-int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index);
+/* Take the next deliverable entry: 1 with *result, *index and *err (0 for a
+ * result) set, or 0 if none is ready yet. */
+int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index, int *err);
 
 /* Drop what is buffered and stop bounding claims: the consumer is gone. */
 void aiometer__cq_discard(struct aiometer__cq *q);

@@ -3,7 +3,9 @@
 #include "config.h"
 #include "call.h"
 #include "clock.h"
+#include "syscalls.h"
 
+#include <errno.h>
 #include <stdint.h>
 
 _Thread_local struct aiometer__ctx *aiometer__tls;
@@ -18,8 +20,47 @@ _Thread_local struct aiometer__ctx *aiometer__tls;
 #define AIOMETER__BATCH_GROW_NS 20000
 #define AIOMETER__BATCH_SHRINK_NS 100000
 
+void aiometer__job_failed(struct aiometer__call *c, size_t j, int err, void *r)
+{
+    const struct aiometer__policy *pol = c->policy;
+
+    if (c->errors)
+        c->errors[j] = err;
+    if (c->keep_going) {
+        /* The call goes on; what it returns in the end is the failure of
+         * the lowest index, whatever order the jobs failed in. */
+        aiometer__lock(&c->lock);
+        if (c->err == 0 || j < c->err_index) {
+            c->err = err;
+            c->err_index = j;
+        }
+        aiometer__unlock(&c->lock);
+        if (pol->kept_failure)
+            pol->kept_failure(c, j, err, r);
+    } else if (pol->failure) {
+        pol->failure(c, j, err, r);
+    }
+}
+
+/* Job j has failed for good with err without calling aiometer_fail (its
+ * retries ran out after it was parked, or a stop cut its backoff short):
+ * as aiometer_fail would, it stops the call unless the policy or
+ * keep_going says the call goes on. */
+static void fail_for_good(struct aiometer__call *c, struct aiometer__local *L, size_t j, int err)
+{
+    L->failed++;
+    if (c->progress)
+        atomic_fetch_add(&c->p_failed, 1);
+    if (c->policy->fail_stops && !c->keep_going)
+        aiometer__call_stop(c, AIOMETER__STOP_FAILED, err, j);
+    aiometer__job_failed(c, j, err, NULL);
+}
+
+/* Run job j once: its first attempt (re NULL), or the attempt of a parked
+ * job that is due (re). */
 static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct aiometer__local *L,
-                    size_t j, void *source_arg, int rated, struct aiometer__sink *sink)
+                    size_t j, void *source_arg, int rated, struct aiometer__sink *sink,
+                    const struct aiometer__retry *re)
 {
     const struct aiometer__policy *pol = c->policy;
     aiometer_fn fn;
@@ -34,6 +75,14 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
         (rated && !aiometer__wait_rate(c, L, j))) {
         if (slot)
             c->shared->be.release(c->shared->state, NULL);
+        if (re) {
+            /* Stopped between two attempts: the job ends with its last
+             * error. */
+            fail_for_good(c, L, j, re->err);
+            return;
+        }
+        if (c->errors)
+            c->errors[j] = ECANCELED;
         if (pol->skip)
             pol->skip(c, j);
         return;
@@ -45,22 +94,42 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
         fn = c->fn;
         arg = c->source ? source_arg : c->args[j];
     }
-    L->started++;
-    if (c->progress)
-        atomic_fetch_add(&c->p_started, 1);
+    if (re) {
+        L->retried++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_retried, 1);
+    } else {
+        L->started++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_started, 1);
+    }
     ctx->index = j;
     ctx->fail_err = 0;
+    ctx->attempt = re ? re->attempt : 0;
+    ctx->retry_err = 0;
+    ctx->drop = 0;
     r = fn(arg);
+    if (ctx->drop)
+        r = NULL;
     if (ctx->fail_err) {
         L->failed++;
         if (c->progress)
             atomic_fetch_add(&c->p_failed, 1);
-        if (pol->failure)
-            pol->failure(c, j, ctx->fail_err, r);
+        aiometer__job_failed(c, j, ctx->fail_err, r);
+    } else if (ctx->retry_err) {
+        /* The slot goes back before the backoff, not after it. */
+        if (slot)
+            c->shared->be.release(c->shared->state, NULL);
+        slot = 0;
+        if (!aiometer__retry_park(c, j, source_arg, ctx->attempt + 1, ctx->retry_err,
+                                  ctx->retry_after))
+            fail_for_good(c, L, j, ctx->retry_err);
     } else {
         L->completed++;
         if (c->progress)
             atomic_fetch_add(&c->p_completed, 1);
+        if (c->errors)
+            c->errors[j] = 0;
         if (pol->result)
             pol->result(c, j, r, sink);
     }
@@ -81,10 +150,13 @@ static void note_running(struct aiometer__call *c)
 
 size_t aiometer__call_work(struct aiometer__call *c, int one)
 {
-    struct aiometer__ctx ctx = { c, 0, 0, aiometer__tls };
-    struct aiometer__local L = { 0, 0, 0, 0 };
+    struct aiometer__ctx ctx = { .call = c, .prev = aiometer__tls };
+    struct aiometer__local L = { 0, 0, 0, 0, 0 };
     int rated = c->has_rate || (c->shared && c->shared->be.book);
-    int adaptive = !rated && !one;
+    /* With retries, one job at a time: a job claimed in a batch would wait
+     * behind the batch while parked jobs come due, and the gate on parked
+     * jobs (retry.h) counts on one claim per participant. */
+    int adaptive = !rated && !one && !c->rq.cap;
     size_t batch = 1, claimed = 0;
     void *sargs[AIOMETER__SOURCE_BATCH];
     struct aiometer__sink sink;
@@ -94,10 +166,14 @@ size_t aiometer__call_work(struct aiometer__call *c, int one)
     sink.n = 0;
     aiometer__tls = &ctx;
     for (;;) {
-        size_t first = 0, k, j;
+        size_t first = 0, k = 0, j;
         uint64_t t0 = 0;
+        struct aiometer__retry re;
+        int due = aiometer__retry_next(c, &re, 1);
 
-        if (c->source) {
+        if (due) {
+            /* A parked job's next attempt comes before new work. */
+        } else if (c->source) {
             k = aiometer__claim_source(c, batch, !one, &first, sargs);
         } else {
             size_t want = 1;
@@ -111,14 +187,26 @@ size_t aiometer__call_work(struct aiometer__call *c, int one)
             }
             k = aiometer__claim_array(c, want, !one, &first);
         }
-        if (k == 0)
+        /* Nothing new: wait for the parked jobs, if they need us. */
+        if (!due && k == 0 && !aiometer__retry_next(c, &re, 0))
             break;
+        if (k == 0) {
+            claimed++;
+            note_running(c);
+            run_job(c, &ctx, &L, re.index, re.arg, rated, &sink, &re);
+            if (c->policy->flush)
+                c->policy->flush(c, &sink);
+            atomic_fetch_sub(&c->running, 1);
+            if (one)
+                break;
+            continue;
+        }
         claimed += k;
         note_running(c);
         if (adaptive)
             t0 = aiometer__now_ns();
         for (j = first; j < first + k; j++)
-            run_job(c, &ctx, &L, j, c->source ? sargs[j - first] : NULL, rated, &sink);
+            run_job(c, &ctx, &L, j, c->source ? sargs[j - first] : NULL, rated, &sink, NULL);
         if (c->policy->flush)
             c->policy->flush(c, &sink);
         atomic_fetch_sub(&c->running, 1);
@@ -139,6 +227,8 @@ size_t aiometer__call_work(struct aiometer__call *c, int one)
         atomic_fetch_add(&c->completed, L.completed);
     if (L.failed)
         atomic_fetch_add(&c->failed, L.failed);
+    if (L.retried)
+        atomic_fetch_add(&c->retried, L.retried);
     if (L.rate_wait_ns)
         atomic_fetch_add(&c->rate_wait_ns, L.rate_wait_ns);
     return claimed;

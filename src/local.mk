@@ -9,6 +9,7 @@ src_libaiometer_la_SOURCES = \
 	src/limiter.c src/limiter.h \
 	src/host_open.c src/host_limiter.c src/host_owner.c src/host_limiter.h \
 	src/completion.c src/completion.h \
+	src/retry.c src/retry.h \
 	src/call.c src/call.h \
 	src/claim.c \
 	src/jobloop.c \

@@ -8,6 +8,9 @@
  *           only lose, and the first is kept in case every job fails
  *   stream  amap: results go to the completion queue, batch by batch
  *
+ * With opts.keep_going, a failure of each, all or stream does not stop the
+ * call: kept_failure says what it leaves instead (stream delivers it).
+ *
  * What the call returns is decided in one place for all four
  * (aiometer__call_verdict, call.c). */
 #include "config.h"
@@ -18,7 +21,7 @@
 
 /* ---- run_on_each ------------------------------------------------------------ */
 
-const struct aiometer__policy aiometer__policy_each = { NULL, NULL, NULL, NULL, NULL, 1 };
+const struct aiometer__policy aiometer__policy_each = { NULL, NULL, NULL, NULL, NULL, 1, NULL, 1 };
 
 /* ---- run_all ------------------------------------------------------------------ */
 
@@ -49,7 +52,8 @@ static void all_finish(struct aiometer__call *c)
 }
 
 const struct aiometer__policy aiometer__policy_all = { all_result, NULL,       all_failure,
-                                                       all_skip,   all_finish, 1 };
+                                                       all_skip,   all_finish, 1,
+                                                       all_failure, 1 };
 
 /* ---- run_any ------------------------------------------------------------------ */
 
@@ -87,7 +91,7 @@ static void any_failure(struct aiometer__call *c, size_t j, int err, void *r)
 }
 
 const struct aiometer__policy aiometer__policy_any = {
-    any_result, NULL, any_failure, NULL, NULL, 0
+    any_result, NULL, any_failure, NULL, NULL, 0, NULL, 0
 };
 
 /* ---- amap ---------------------------------------------------------------------- */
@@ -133,6 +137,19 @@ static void stream_failure(struct aiometer__call *c, size_t j, int err, void *r)
     stream_skip(c, j);
 }
 
+/* keep_going: the failure takes the job's place in the queue, so that
+ * aiometer_amap_next tells it with its index, in its turn. */
+static void stream_kept_failure(struct aiometer__call *c, size_t j, int err, void *r)
+{
+    (void)r;
+    aiometer__lock(&c->lock);
+    aiometer__cq_push_err(c->cq, j, err);
+    if (c->done_waiters)
+        pthread_cond_broadcast(&c->done_cv);
+    aiometer__unlock(&c->lock);
+}
+
 const struct aiometer__policy aiometer__policy_stream = { stream_result,  stream_flush,
                                                           stream_failure, stream_skip,
-                                                          NULL,           1 };
+                                                          NULL,           1,
+                                                          stream_kept_failure, 0 };

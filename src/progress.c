@@ -15,6 +15,7 @@ static void report_progress(struct aiometer__call *c, uint64_t now)
     p.failed = atomic_load(&c->p_failed);
     p.total = c->n;
     p.elapsed = (double)(now - c->t_start) / 1e9;
+    p.retried = atomic_load(&c->p_retried);
     c->progress(&p, c->progress_arg);
 }
 
@@ -52,5 +53,6 @@ void aiometer__progress_final(struct aiometer__call *c, int ret)
         s->failed_index = ret && ret == c->err ? c->err_index : SIZE_MAX;
         s->limiter_wait = (double)atomic_load(&c->rate_wait_ns) / 1e9;
         s->elapsed = (double)(now - c->t_start) / 1e9;
+        s->retried = atomic_load(&c->retried);
     }
 }

@@ -307,6 +307,87 @@ START_TEST(test_limiter_bad_args)
 }
 END_TEST
 
+/* ---- retry delays (aiometer_retry(3)) --------------------------------------------- */
+
+static atomic_int retry_plain_runs;
+
+static void *retry_plain_fn(void *arg)
+{
+    atomic_fetch_add(&retry_plain_runs, 1);
+    return arg;
+}
+
+static int retry_plain_source(void *state, void **arg)
+{
+    int *left = state;
+    if (*left == 0)
+        return AIOMETER_DONE;
+    (*left)--;
+    *arg = NULL;
+    return 0;
+}
+
+/* Every entry point refuses bad delays with EINVAL and starts nothing,
+ * even with retries = 0 (delays are checked whenever they are given). */
+START_TEST(test_bad_retry_delays)
+{
+    struct {
+        double delay, max;
+    } bad[] = {
+        { -1, 0 }, { NAN, 0 }, { 0, -1 }, { 0, NAN }, { 1.0, 0.5 }, { -0.001, 1 }, { 0.2, 0.1 },
+    };
+    aiometer_pool *pool = tu_pool(2);
+    aiometer_job js[2] = { { retry_plain_fn, NULL }, { retry_plain_fn, NULL } };
+    void *args[2] = { NULL, NULL }, *results[2], *r;
+    aiometer_amap *it = NULL;
+    aiometer_stats st, untouched;
+
+    atomic_store(&retry_plain_runs, 0);
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        for (int retries = 0; retries < 2; retries++) {
+            aiometer_options o = { 0 };
+            int left = 2;
+            o.pool = pool;
+            o.retries = (size_t)retries * 3;
+            o.retry_delay = bad[b].delay;
+            o.retry_max_delay = bad[b].max;
+            o.stats = &st;
+            memset(&st, 0x55, sizeof st);
+            memcpy(&untouched, &st, sizeof st);
+            ck_assert_int_eq(aiometer_run_on_each(retry_plain_fn, args, 2, &o), EINVAL);
+            ck_assert_int_eq(
+                aiometer_run_on_each_source(retry_plain_fn, retry_plain_source, &left, &o), EINVAL);
+            ck_assert_int_eq(left, 2);
+            ck_assert_int_eq(aiometer_run_all(js, 2, results, &o), EINVAL);
+            ck_assert_int_eq(aiometer_run_any(js, 2, &r, NULL, &o), EINVAL);
+            ck_assert_int_eq(aiometer_amap_open(&it, retry_plain_fn, args, 2, &o), EINVAL);
+            ck_assert_int_eq(
+                aiometer_amap_open_source(&it, retry_plain_fn, retry_plain_source, &left, &o),
+                EINVAL);
+            ck_assert_ptr_null(it);
+            /* Setting up failed, so the stats were not written. */
+            ck_assert(memcmp(&st, &untouched, sizeof st) == 0);
+        }
+    }
+    ck_assert_int_eq(atomic_load(&retry_plain_runs), 0);
+    /* The edges are valid: equal delays, defaults, an uncapped backoff. */
+    {
+        aiometer_options o = { 0 };
+        o.pool = pool;
+        o.retry_delay = 0.5;
+        o.retry_max_delay = 0.5;
+        ck_assert_int_eq(aiometer_run_on_each(retry_plain_fn, args, 2, &o), 0);
+        o.retry_max_delay = INFINITY;
+        ck_assert_int_eq(aiometer_run_on_each(retry_plain_fn, args, 2, &o), 0);
+        o.retry_delay = 0;
+        o.retry_max_delay = 0;
+        o.retries = 5;
+        ck_assert_int_eq(aiometer_run_on_each(retry_plain_fn, args, 2, &o), 0);
+    }
+    ck_assert_int_eq(atomic_load(&retry_plain_runs), 6);
+}
+END_TEST
+
 Suite *args_suite(void)
 {
     Suite *s = suite_create("args");
@@ -325,6 +406,7 @@ Suite *args_suite(void)
     tcase_add_test(tc, test_run_any_bad_arguments);
     tcase_add_test(tc, test_source_bad_arguments);
     tcase_add_test(tc, test_bad_timeout);
+    tcase_add_test(tc, test_bad_retry_delays);
         suite_add_tcase(s, tc);
 
     tc = tcase("limiter", 30);

@@ -3,7 +3,10 @@
 
     example_http_fetch.py serve PORT_FILE LOG_FILE
         Serve {"index": i} for GET /i on 127.0.0.1, on a port the kernel
-        picks (written to PORT_FILE), logging each request's arrival time.
+        picks (written to PORT_FILE), logging each request's arrival time
+        and status.  Some URLs are busy on every other request: the first
+        request for each of them in a run is answered 429 with Retry-After
+        (BUSY_AFTER) or 503 without one (BUSY_BACKOFF), and the next 200.
 
     example_http_fetch.py check OUT_FILE LOG_FILE COUNT RATE BURST AT_ONCE
         Check http_fetch's output and the server's log; exit 1 on a problem.
@@ -28,10 +31,17 @@ SERVER_LIFETIME = 300
 # so the check still fails by a wide margin.
 JITTER = 0.25
 
+# Indices whose every other request is refused: 429 with "Retry-After: 1",
+# and 503 with no Retry-After (http_fetch then backs off).
+BUSY_AFTER = {3, 17, 41}
+BUSY_BACKOFF = {8, 29}
+RETRY_AFTER = 1.0
+
 
 def serve(port_file, log_file):
     log = open(log_file, "w", buffering=1)
     log_lock = threading.Lock()
+    seen = {}  # index -> requests so far; log_lock
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -42,7 +52,18 @@ def serve(port_file, log_file):
                 self.send_error(404)
                 return
             with log_lock:
-                log.write("%.6f %d\n" % (arrived, index))
+                n = seen.get(index, 0)
+                seen[index] = n + 1
+                busy = n % 2 == 0 and index in BUSY_AFTER | BUSY_BACKOFF
+                status = (429 if index in BUSY_AFTER else 503) if busy else 200
+                log.write("%.6f %d %d\n" % (arrived, index, status))
+            if busy:
+                self.send_response(status)
+                if index in BUSY_AFTER:
+                    self.send_header("Retry-After", "%d" % RETRY_AFTER)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = (json.dumps({"index": index}) + "\n").encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -129,24 +150,39 @@ def check(out_file, log_file, count, rate, burst, at_once):
     # The statistics line of each run: "at most K at once".
     if len(stats_lines) != 2:
         problems.append("expected 2 statistics lines, got %d" % len(stats_lines))
+    busy = [i for i in sorted(BUSY_AFTER | BUSY_BACKOFF) if i < count]
     for line in stats_lines:
-        m = re.search(r"(\d+) fetched .* at most (\d+) at once", line)
+        m = re.search(r"(\d+) fetched .* at most (\d+) at once.*; (\d+) retried", line)
         if not m:
             problems.append("unreadable statistics line: %r" % line)
-        elif int(m.group(1)) != count or not 1 <= int(m.group(2)) <= at_once:
+        elif (int(m.group(1)) != count or not 1 <= int(m.group(2)) <= at_once
+              or int(m.group(3)) != len(busy)):
             problems.append("statistics disagree with the run: %r" % line)
 
     # The server saw the amap run's requests, then the run_all run's: the
     # second call starts only after the first has returned.
+    # Each busy URL costs one refused request per run, retried: by
+    # Retry-After no sooner than RETRY_AFTER later, by backoff some time
+    # later.  Retries are starts like any other, so the rate holds over
+    # all requests.
     log = [line.split() for line in open(log_file).read().splitlines()]
-    if len(log) != 2 * count:
-        problems.append("the server saw %d requests, expected %d" % (len(log), 2 * count))
+    per_run = count + len(busy)
+    if len(log) != 2 * per_run:
+        problems.append("the server saw %d requests, expected %d" % (len(log), 2 * per_run))
     else:
-        for phase, part in (("amap", log[:count]), ("run_all", log[count:])):
-            if sorted(int(i) for _, i in part) != list(range(count)):
-                problems.append("%s: the server did not see every index once" % phase)
-            times = sorted(float(t) for t, _ in part)
-            check_rate(times, count, rate, burst, phase, problems)
+        for phase, part in (("amap", log[:per_run]), ("run_all", log[per_run:])):
+            ok = sorted(int(i) for _, i, s in part if s == "200")
+            if ok != list(range(count)):
+                problems.append("%s: the server did not answer every index once" % phase)
+            for index in busy:
+                tries = [(float(t), s) for t, i, s in part if int(i) == index]
+                if [s for _, s in tries] not in (["429", "200"], ["503", "200"]):
+                    problems.append("%s: index %d: requests %s" % (phase, index, tries))
+                elif index in BUSY_AFTER and tries[1][0] - tries[0][0] < RETRY_AFTER - 0.01:
+                    problems.append("%s: index %d asked again %.3f s after Retry-After: %g"
+                                    % (phase, index, tries[1][0] - tries[0][0], RETRY_AFTER))
+            times = sorted(float(t) for t, _, _ in part)
+            check_rate(times, per_run, rate, burst, phase, problems)
 
     for p in problems:
         print("FAIL: " + p)

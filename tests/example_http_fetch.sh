@@ -2,7 +2,9 @@
 # Runs examples/http_fetch against a local HTTP server and checks what it
 # prints (every response once as it arrives, then all of them in order) and
 # how fast it starts requests (the server's arrival times must keep to the
-# rate).  examples/local.mk makes tests/example_http_fetch from this file,
+# rate).  The server answers some first requests 429 with Retry-After or 503,
+# and the check wants each retried once, after the time it was told, within
+# the same rate.  examples/local.mk makes tests/example_http_fetch from this file,
 # filling in the @...@ values.
 PYTHON3='@PYTHON3@'
 HAVE_CURL='@HAVE_CURL@'
