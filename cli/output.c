@@ -136,7 +136,7 @@ int cli_output_job(const struct cli_config *cfg, const struct cli_job *job)
         return CLI_EXIT_ERROR;
     }
     if (joblog) {
-        fprintf(joblog, "%zu\t%.3f\t%.3f\t%d\t%d\t%s\n", job->seq, job->start_real,
+        fprintf(joblog, "%zu\t%.6f\t%.6f\t%d\t%d\t%s\n", job->seq, job->start_real,
                 job->runtime, job->exitval, job->sig, job->display ? job->display : "");
         if (fflush(joblog) != 0) {
             fprintf(stderr, "aiometer: --joblog %s: %s\n", cfg->joblog, strerror(errno));
