@@ -34,11 +34,12 @@ median() {
         m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m }'
 }
 
-# run_one TOOL N JOB...: one timed run of N jobs; appends seconds to $tmp/TOOL.
+# run_one TOOL N LINE JOB...: one timed run of N jobs, each input line LINE
+# (appended to JOB by all three tools); appends seconds to $tmp/TOOL.
 run_one() {
-    tool=$1 n=$2
-    shift 2
-    seq "$n" > "$tmp/in"
+    tool=$1 count=$2 line=$3
+    shift 3
+    yes "$line" | head -n "$count" > "$tmp/in"
     t0=$(now_ns)
     case $tool in
     aiometer) "$AIOMETER" -j $J "$@" < "$tmp/in" > /dev/null ;;
@@ -51,14 +52,14 @@ run_one() {
     echo "$t0 $t1" | awk '{ printf "%.6f\n", ($2 - $1) / 1e9 }' >> "$tmp/$tool"
 }
 
-# wall N JOB...: the three tools, REPS times, alternating.
+# wall N LINE JOB...: the three tools, REPS times, alternating.
 wall() {
-    n=$1
-    shift
+    n=$1 arg=$2
+    shift 2
     tools="aiometer xargs"
     [ $have_parallel = yes ] && tools="$tools parallel"
     rm -f "$tmp/aiometer" "$tmp/xargs" "$tmp/parallel"
-    run_one aiometer 100 "$@"   # warm-up: caches, the library, the binary
+    run_one aiometer 100 "$arg" "$@"   # warm-up: caches, the library, the binary
     rm -f "$tmp/aiometer"
     r=0
     while [ $r -lt "$REPS" ]; do
@@ -68,7 +69,7 @@ wall() {
         2) order=$(echo $tools | awk '{ printf "%s ", $NF; for (i = 1; i < NF; i++) printf "%s ", $i; print "" }') ;;
         esac
         for tool in $order; do
-            run_one "$tool" "$n" "$@"
+            run_one "$tool" "$n" "$arg" "$@"
         done
         r=$((r + 1))
     done
@@ -91,10 +92,10 @@ wall() {
 echo "aiometer(1) benchmark: $REPS repetitions, medians [min..max]"
 echo
 echo "true x 5,000 at -j $J (wall time)"
-wall 5000 true
+wall 5000 x true
 echo
-echo "sleep 0.01 x 1,000 at -j $J (wall time; ideal 1000 / $J x 10 ms = 1.25 s)"
-wall 1000 sleep 0.01
+echo "sleep 0.01 x 1,000 (each input line 0.01) at -j $J (wall time; ideal 1000 / $J x 10 ms = 1.25 s)"
+wall 1000 0.01 sleep
 echo
 
 # Rate accuracy: 1,000 jobs at -r 100.  Two clocks: the start aiometer

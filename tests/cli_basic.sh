@@ -3,8 +3,6 @@
 # --joblog and the exit statuses.
 . "$(dirname "$0")/cli_lib.sh"
 
-cd "$tmp" || eco_error "cd $tmp"
-
 # {} replaced wherever it stands, {#} numbered from 1 in input order.
 out=$(printf 'a\nb c\n' | am -k echo "<{}>" "#{#}" "x{}y{}")
 [ "$out" = "<a> #1 xaya

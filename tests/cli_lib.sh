@@ -9,6 +9,8 @@ AIOMETER=$builddir/cli/aiometer$EXEEXT
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/cli_test.XXXXXX") || eco_error "mktemp failed"
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM
+# The tests write their files here, never into the build tree.
+cd "$tmp" || eco_error "cd $tmp failed"
 
 # Run aiometer with a hard limit, so that a hang fails the test instead of
 # stalling it: `timeout` ends it with 124.
