@@ -35,8 +35,8 @@ watchdog() {
 }
 
 elapsed_below() { # t0 limit what
-    t=$(echo "$(now) - $1" | bc)
-    [ "$(echo "$t < $2" | bc)" -eq 1 ] || eco_fail "$3 took $t s (limit $2)"
+    t=$(since "$1")
+    holds "$t < $2" || eco_fail "$3 took $t s (limit $2)"
 }
 
 # --timeout: SIGTERM to the job's process group reaches the shell and its
@@ -49,8 +49,8 @@ nothing_left "--timeout"
 # A job that ignores SIGTERM gets SIGKILL one second later.
 t0=$(now)
 expect_status 1 am --timeout 0.3 --shell "trap '' TERM; $job" ::: 1
-t=$(echo "$(now) - $t0" | bc)
-[ "$(echo "$t >= 1.2 && $t < 2.5" | bc)" -eq 1 ] ||
+t=$(since "$t0")
+holds "$t >= 1.2 && $t < 2.5" ||
     eco_fail "a job ignoring SIGTERM was killed after $t s, not 0.3 + 1"
 nothing_left "--timeout with SIGTERM ignored"
 

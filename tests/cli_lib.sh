@@ -32,6 +32,15 @@ now() {
     date +%s.%N
 }
 
+# Seconds since T0 (a now() figure), and whether an arithmetic condition on
+# such numbers holds: awk does the floating point, so no bc is needed.
+since() {
+    awk -v t0="$1" -v t1="$(now)" 'BEGIN { printf "%.3f", t1 - t0 }'
+}
+holds() {
+    awk "BEGIN { exit !($1) }"
+}
+
 # Processes whose whole command line is $1, from the process table.
 procs() {
     ps -eo pid=,args= | awk -v want="$1" '{ pid = $1; sub(/^ *[0-9]+ /, "") } $0 == want { print pid }'

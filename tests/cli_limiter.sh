@@ -27,7 +27,7 @@ n=$(wc -l < sorted)
 if [ "$n" -ge 2 ]; then
     span=$(awk 'NR == 1 { first = $1 } { last = $1 } END { printf "%.3f", last - first }' sorted)
     echo "40 jobs of two invocations sharing 10/s: span $span s (ideal 3.9)"
-    [ "$(echo "$span >= 3.6 && $span <= 4.2" | bc)" -eq 1 ] ||
+    holds "$span >= 3.6 && $span <= 4.2" ||
         eco_fail "two invocations sharing 10/s spanned $span s, not 3.9 +- 0.3"
 fi
 

@@ -11,8 +11,8 @@ out=$(am -j 5 sh -c 'sleep 0.$0; echo $0' ::: 8 6 4 2 0 | tr '\n' ' ')
 # The jobs ran at once, not one after another: 0.8 s, not 2 s.
 t0=$(now)
 am -j 5 -k sh -c 'sleep 0.$0' ::: 8 6 4 2 0
-t=$(echo "$(now) - $t0" | bc)
-[ "$(echo "$t < 1.5" | bc)" -eq 1 ] || eco_fail "-k ran the jobs one at a time: $t s"
+t=$(since "$t0")
+holds "$t < 1.5" || eco_fail "-k ran the jobs one at a time: $t s"
 
 # Two jobs write 64 KiB each to stdout and to stderr, in small writes, at the
 # same time.  Grouped, each job's lines come out in one block per stream.
