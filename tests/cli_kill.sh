@@ -55,9 +55,10 @@ holds "$t >= 1.2 && $t < 2.5" ||
 nothing_left "--timeout with SIGTERM ignored"
 
 # --halt now: the first failure kills the running jobs; later ones never start.
+# The failing job waits a moment first, so that the other two have started.
 t0=$(now)
-expect_status 3 am -j 3 --halt now --shell "[ {} = f ] && exit 1; $job" ::: a f b c d e
-elapsed_below "$t0" 1.5 "--halt now"
+expect_status 3 am -j 3 --halt now --shell "[ {} = f ] && sleep 0.5 && exit 1; $job" ::: a f b c d e
+elapsed_below "$t0" 2.0 "--halt now"
 nothing_left "--halt now"
 
 # --deadline: the running jobs are killed and count as failed.
