@@ -8,6 +8,7 @@ tests_check_aiometer_SOURCES = \
 	tests/check_core.c \
 	tests/check_limiter.c \
 	tests/check_stream.c \
-	tests/check_backend.c
+	tests/check_backend.c \
+	tests/check_defects.c
 tests_check_aiometer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_check_aiometer_LDADD = src/libaiometer.la $(CHECK_LIBS)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 Suite *core_suite(void);
+Suite *defects_suite(void);
 Suite *limiter_suite(void);
 Suite *stream_suite(void);
 Suite *backend_suite(void);
@@ -13,6 +14,7 @@ int main(void)
     SRunner *sr = srunner_create(core_suite());
     srunner_add_suite(sr, limiter_suite());
     srunner_add_suite(sr, stream_suite());
+    srunner_add_suite(sr, defects_suite());
     srunner_add_suite(sr, backend_suite());
 
     srunner_run_all(sr, CK_NORMAL);
