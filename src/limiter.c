@@ -12,8 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Intervals and tolerances stay at or below 2^62 ns (about 146 years) so
- * that now + T and TAT - tau never overflow a uint64_t. */
+/* Intervals and tolerances stay at or below 2^62 ns (about 146 years).
+ * That alone does not keep TAT in range: each booking adds T to it, so at
+ * a rate of one start in 146 years the fourth booking would carry it past
+ * 2^64 and wrap round to "now".  aio_gcra_book therefore saturates TAT at
+ * AIOMETER_NEVER: a limiter booked that far ahead grants no further start
+ * in this process's life (its jobs wait until their call stops). */
 #define AIO_GCRA_MAX_NS (UINT64_C(1) << 62)
 
 int aio_gcra_init(struct aio_gcra *g, double rate, size_t burst)
@@ -50,10 +54,15 @@ uint64_t aio_gcra_book(struct aio_gcra *g, uint64_t now)
     /* Relaxed is enough: TAT is the only shared datum, and the CAS makes
      * each booking see the one before it. */
     do {
+        uint64_t from = tat > now ? tat : now;
+
         grant = tat > g->tolerance ? tat - g->tolerance : 0;
         if (grant < now)
             grant = now;
-        next = (tat > now ? tat : now) + g->interval;
+        /* Saturate rather than wrap (see AIO_GCRA_MAX_NS).  A saturated TAT
+         * grants AIOMETER_NEVER - tau: with tau at most 2^62 ns, still
+         * centuries past any uptime, so in effect never. */
+        next = from > AIOMETER_NEVER - g->interval ? AIOMETER_NEVER : from + g->interval;
     } while (!atomic_compare_exchange_weak_explicit(&g->tat, &tat, next, memory_order_relaxed,
                                                     memory_order_relaxed));
     return grant;
