@@ -38,6 +38,11 @@ struct aio_ctx {
 };
 static _Thread_local struct aio_ctx *aio_tls;
 
+void aio_call_atfork_child(void)
+{
+    aio_tls = NULL;
+}
+
 /* Adaptive batches.  A participant claims one job at a time until it sees
  * that a whole batch finishes in under AIO_BATCH_GROW_NS; then it doubles the
  * batch, up to AIO_BATCH_MAX, and halves it again when a batch takes longer

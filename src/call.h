@@ -164,6 +164,11 @@ int aio_call_has_work(struct aio_call *c);
 void aio_call_stop(struct aio_call *c, int reason, int err, size_t index);
 void aio_call_stop_locked(struct aio_call *c, int reason, int err, size_t index);
 
+/* In the child of a fork: the thread that forked runs no job there (the
+ * call it was in is the parent's), so the job-side functions must treat it
+ * as outside a job.  Called from the pool's atfork child handler. */
+void aio_call_atfork_child(void);
+
 /* Called with c->lock: if the deadline has passed, stop with a timeout. */
 void aio_call_check_deadline_locked(struct aio_call *c);
 

@@ -128,8 +128,11 @@ size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers)
     while (start--) {
         /* A thread that cannot be started is not an error while the pool
          * has others (or the caller) to run the jobs. */
-        if (aio_thread_create(&p->threads[p->nthreads], worker_main, p) != 0)
+        if (aio_thread_create(&p->threads[p->nthreads], worker_main, p) != 0) {
+            p->start_failed = 1;
             break;
+        }
+        p->start_failed = 0;
         p->nthreads++;
     }
     wake = helpers < spare ? helpers : spare;
@@ -154,7 +157,10 @@ int aio_pool_saturated(aiometer_pool *p)
     int busy;
 
     aio_lock(&p->lock);
-    busy = p->nthreads >= p->max_threads && p->nidle <= p->wakeups;
+    /* A pool that cannot grow is as full as one that may not: a caller with
+     * a deadline that waited for a thread that cannot start would make no
+     * progress until its deadline. */
+    busy = (p->nthreads >= p->max_threads || p->start_failed) && p->nidle <= p->wakeups;
     aio_unlock(&p->lock);
     return busy;
 }
@@ -189,9 +195,16 @@ static void fork_parent(void)
  * new threads when next used, as a fresh pool would. */
 static void fork_child(void)
 {
+    /* The forking thread may have been inside a job, even a pool thread's:
+     * in the child it is neither, or aiometer_sleep would poll a cancel
+     * descriptor it shares with the parent while reading its own stale copy
+     * of the call's state, and spin once the parent's call stops. */
+    aio_on_worker = 0;
+    aio_call_atfork_child();
     for (aiometer_pool *p = registry; p; p = p->reg_next) {
         p->head = p->tail = NULL;
         p->nthreads = p->nidle = p->wakeups = 0;
+        p->start_failed = 0;
         atomic_store(&p->calls, 0);
         /* Waiters on work_cv vanished with their threads; start it anew. */
         memset(&p->work_cv, 0, sizeof(p->work_cv));
