@@ -31,6 +31,9 @@ struct aiometer_pool {
     size_t nthreads;
     size_t nidle;                 /* workers waiting on work_cv */
     size_t wakeups;               /* signals sent that no worker has taken yet */
+    int start_failed;             /* the last thread start failed (EAGAIN
+                                   * from RLIMIT_NPROC, say): cleared by the
+                                   * next one that works */
     int shutdown;
     int is_default;
     unsigned long timer_slack_ns; /* set on each worker; 0: leave it */
@@ -51,8 +54,9 @@ int aio_pool_resolve(aiometer_pool *p, aiometer_pool **out);
  * threads the pool has, so a caller can tell a pool that could start none. */
 size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers);
 
-/* True when every thread the pool may have is started and none is idle:
- * no helper can come until a running job ends. */
+/* True when no helper can come until a running job ends: no thread is
+ * idle, and the pool either has every thread it may have or could not
+ * start the last one it tried. */
 int aio_pool_saturated(aiometer_pool *p);
 
 /* Take c out of the list, if it is there: no worker joins it afterwards. */
