@@ -20,8 +20,13 @@ struct aiometer_amap {
     struct aio_cq cq;
     int alone;       /* the last wait saw no participant come: help at once */
     int end;         /* what next returned at the end (0: not yet) */
-    /* Results taken from the queue in one lock hold and not yet handed
-     * out: only the consumer touches them. */
+    /* Results taken from the queue in one hold of the call's lock and not
+     * yet handed out, guarded by take_lock, so that several threads may
+     * consume at once and each result still goes to exactly one of them.
+     * take_lock is the innermost lock: taken alone (a result from the
+     * buffer costs no trip through the busy call lock) or under the call's
+     * lock, never the other way round. */
+    pthread_mutex_t take_lock;
     size_t l_head, l_count;
     void *l_result[AIO_AMAP_TAKE];
     size_t l_index[AIO_AMAP_TAKE];
@@ -55,6 +60,13 @@ static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], si
         aio_call_undo_init(c);
         aio_free(it);
         return err;
+    }
+    err = aio_mutex_init(&it->take_lock);
+    if (err) {
+        aio_cq_destroy(&it->cq);
+        aio_call_undo_init(c);
+        aio_free(it);
+        return err == ENOMEM ? ENOMEM : EAGAIN;
     }
     c->cq = &it->cq;
     c->fn = fn;
@@ -101,6 +113,24 @@ static void wake_for_room_locked(aiometer_amap *it)
         pthread_cond_signal(&c->space_cv); /* the rest follow in a chain */
 }
 
+/* Hand out the next buffered result, if any: 1, or 0 with nothing done. */
+static int take_buffered(aiometer_amap *it, void **result, size_t *index)
+{
+    int took = 0;
+
+    aio_lock(&it->take_lock);
+    if (it->l_count) {
+        *result = it->l_result[it->l_head];
+        if (index)
+            *index = it->l_index[it->l_head];
+        it->l_head++;
+        it->l_count--;
+        took = 1;
+    }
+    aio_unlock(&it->take_lock);
+    return took;
+}
+
 int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
 {
     struct aio_call *c;
@@ -111,18 +141,18 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
     if (!it || !result)
         return EINVAL;
     c = &it->call;
-    if (it->l_count) {
-        *result = it->l_result[it->l_head];
-        if (index)
-            *index = it->l_index[it->l_head];
-        it->l_head++;
-        it->l_count--;
+    if (take_buffered(it, result, index))
         return 0;
-    }
     aio_lock(&c->lock);
     for (;;) {
         int stop;
 
+        /* Another consumer may have filled the buffer since we looked:
+         * results go out in the order they left the queue. */
+        if (take_buffered(it, result, index)) {
+            ret = 0;
+            break;
+        }
         /* The end, once told, is told again on every later call. */
         if (it->end) {
             ret = it->end;
@@ -137,11 +167,14 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
             break;
         }
         if (aio_cq_pop(&it->cq, &r, &idx)) {
-            /* Take what else is ready while we hold the lock. */
+            /* Take what else is ready while we hold the lock.  The buffer
+             * was empty just above, and only holders of c->lock fill it. */
+            aio_lock(&it->take_lock);
             it->l_head = it->l_count = 0;
             while (it->l_count < AIO_AMAP_TAKE &&
                    aio_cq_pop(&it->cq, &it->l_result[it->l_count], &it->l_index[it->l_count]))
                 it->l_count++;
+            aio_unlock(&it->take_lock);
             wake_for_room_locked(it);
             *result = r;
             if (index)
@@ -233,6 +266,7 @@ int aiometer_amap_close(aiometer_amap *it)
      * decided above, so finish's own verdict is not needed. */
     aio_call_finish(c);
     aio_cq_destroy(&it->cq);
+    pthread_mutex_destroy(&it->take_lock);
     aio_free(it);
     return ret;
 }
