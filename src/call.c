@@ -158,9 +158,12 @@ int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options
     c->efd = c->efd_w = c->efd_x = -1;
     atomic_init(&c->efd_pub, -1);
 
+    err = aio_mutex_init(&c->source_lock);
+    if (err)
+        return err == ENOMEM ? ENOMEM : EAGAIN;
     err = aio_mutex_init(&c->lock);
     if (err)
-        return err;
+        goto fail_lock;
     err = aio_cond_init(&c->done_cv);
     if (err)
         goto fail_done;
@@ -178,6 +181,8 @@ fail_stop:
     pthread_cond_destroy(&c->done_cv);
 fail_done:
     pthread_mutex_destroy(&c->lock);
+fail_lock:
+    pthread_mutex_destroy(&c->source_lock);
     return err == ENOMEM ? ENOMEM : EAGAIN;
 }
 
@@ -331,14 +336,20 @@ static size_t pulled_pos(struct aio_call *c)
 }
 
 /* Claim from a lazy source: up to `want` arguments (into arg[]), pulled only
- * now that jobs can start.  Sources are called with c->lock held, so never
- * concurrently.  Returns how many were pulled; their indices follow *first. */
+ * now that jobs can start.  Sources are called under c->source_lock, so
+ * never concurrently, but without c->lock and outside any job: a source is
+ * the user's code, and may call anything, aiometer_sleep or a nested call
+ * included, which must neither deadlock on the call's lock nor act on the
+ * job this thread ran last.  Returns how many were pulled; their indices
+ * follow *first. */
 static size_t claim_source(struct aio_call *c, size_t want, int may_wait, size_t *first,
                            void **arg)
 {
+    struct aio_ctx *ctx = aio_tls;
     size_t got = 0;
     int r;
 
+    aio_lock(&c->source_lock);
     aio_lock(&c->lock);
     *first = c->pulled;
     while (got < want) {
@@ -349,11 +360,19 @@ static size_t claim_source(struct aio_call *c, size_t want, int may_wait, size_t
             /* Never wait with arguments in hand: run those first. */
             if (!may_wait || got)
                 break;
+            aio_unlock(&c->source_lock);
             wait_for_room_locked(c, pulled_pos);
+            aio_unlock(&c->lock);
+            aio_lock(&c->source_lock);
+            aio_lock(&c->lock);
             *first = c->pulled;
             continue;
         }
+        aio_unlock(&c->lock);
+        aio_tls = NULL;
         r = c->source(c->source_state, &arg[got]);
+        aio_tls = ctx;
+        aio_lock(&c->lock);
         if (r == 0) {
             c->pulled++;
             got++;
@@ -367,6 +386,7 @@ static size_t claim_source(struct aio_call *c, size_t want, int may_wait, size_t
         break;
     }
     aio_unlock(&c->lock);
+    aio_unlock(&c->source_lock);
     return got;
 }
 
@@ -931,6 +951,7 @@ void aio_call_undo_init(struct aio_call *c)
     pthread_cond_destroy(&c->stop_cv);
     pthread_cond_destroy(&c->done_cv);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->source_lock);
 }
 
 /* ---- inside a job ------------------------------------------------------------ */

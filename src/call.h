@@ -12,7 +12,8 @@
  * paths: joining and leaving, failure and cancellation, rate waits, amap's
  * completion queue, and lazy sources.
  *
- * Lock order: pool->lock before call->lock; never the other way round. */
+ * Lock order: pool->lock before call->lock, and call->source_lock before
+ * call->lock; never the other way round. */
 #ifndef AIO_CALL_H
 #define AIO_CALL_H
 
@@ -73,6 +74,11 @@ struct aio_call {
     atomic_size_t winner;        /* run_any: the winning index, or SIZE_MAX */
     atomic_int efd_pub;          /* efd once made (published under lock), -1 */
 
+    /* Held while a lazy source is called, so that calls to it are never
+     * concurrent, and while `pulled` grows; never while waiting for room,
+     * which the amap consumer (who may need it to claim) makes. */
+    pthread_mutex_t source_lock;
+
     /* Guarded by lock. */
     pthread_mutex_t lock;
     /* done_cv: the caller waits for the participants to leave, the amap
@@ -90,7 +96,8 @@ struct aio_call {
     size_t err_index;     /* and its job's index */
     int err_reported;     /* amap_next returned it */
     void *win_result;     /* run_any */
-    size_t pulled;        /* source: arguments pulled so far */
+    size_t pulled;        /* source: arguments pulled so far (grown
+                           * under source_lock too) */
     int done_waiters;     /* threads waiting on done_cv */
     int space_waiters;    /* threads waiting on space_cv */
     int efd;              /* cancel descriptor handed out (eventfd, epoll
