@@ -136,13 +136,18 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
     struct aio_call *c;
     size_t idx;
     void *r;
-    int ret;
+    int ret, cs;
 
     if (!it || !result)
         return EINVAL;
     c = &it->call;
+    /* The one cancellation point of the library: a request that is
+     * pending is acted on here, before a result is taken, so none is lost.
+     * One that comes while we wait is deferred until the next call. */
+    pthread_testcancel();
     if (take_buffered(it, result, index))
         return 0;
+    cs = aio_nocancel_begin();
     aio_lock(&c->lock);
     for (;;) {
         int stop;
@@ -225,6 +230,7 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
         c->done_waiters--;
     }
     aio_unlock(&c->lock);
+    aio_nocancel_end(cs, 0);
     return ret;
 }
 
@@ -239,11 +245,12 @@ int aiometer_amap_cancel(aiometer_amap *it)
 int aiometer_amap_close(aiometer_amap *it)
 {
     struct aio_call *c;
-    int ret = 0;
+    int ret = 0, cs;
 
     if (!it)
         return EINVAL;
     c = &it->call;
+    cs = aio_nocancel_begin();
     aio_lock(&c->lock);
     if (atomic_load(&c->stop) == AIO_GOING) {
         /* Leaving the block: the jobs still run, their results go nowhere,
@@ -268,5 +275,6 @@ int aiometer_amap_close(aiometer_amap *it)
     aio_cq_destroy(&it->cq);
     pthread_mutex_destroy(&it->take_lock);
     aio_free(it);
+    aio_nocancel_end(cs, 1);
     return ret;
 }

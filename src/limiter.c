@@ -122,8 +122,13 @@ int aiometer_limiter_destroy(aiometer_limiter *lim)
      * avoid; while one runs, refuse and leave it usable. */
     if (atomic_load(&lim->users) != 0)
         return EBUSY;
-    if (lim->be.close)
+    if (lim->be.close) {
+        /* A backend's close may wait (a server, a lock): it is not cut
+         * short half-way (see aio_nocancel_begin). */
+        int cs = aio_nocancel_begin();
         lim->be.close(lim->state);
+        aio_nocancel_end(cs, 0);
+    }
     aio_free(lim);
     return 0;
 }

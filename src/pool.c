@@ -84,8 +84,12 @@ static void *worker_main(void *arg)
 {
     aiometer_pool *p = arg;
     struct aio_call *c;
+    int cs;
 
     aio_on_worker = 1;
+    /* A pool thread belongs to the library: pthread_cancel must not cut
+     * one short in the middle of a call (see aio_nocancel_begin). */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
 #if defined(HAVE_SYS_PRCTL_H) && defined(PR_SET_TIMERSLACK)
     if (p->timer_slack_ns)
         prctl(PR_SET_TIMERSLACK, p->timer_slack_ns, 0, 0, 0);
@@ -315,6 +319,8 @@ static void pool_free(aiometer_pool *p)
 
 int aiometer_pool_destroy(aiometer_pool *pool)
 {
+    int cs;
+
     if (!pool || pool->is_default)
         return EINVAL;
     aio_lock(&pool->lock);
@@ -323,7 +329,10 @@ int aiometer_pool_destroy(aiometer_pool *pool)
         return EBUSY;
     }
     aio_unlock(&pool->lock);
+    /* Joining the threads must not be cut short half-way. */
+    cs = aio_nocancel_begin();
     pool_free(pool);
+    aio_nocancel_end(cs, 1);
     return 0;
 }
 

@@ -2,10 +2,33 @@
  * run_on_each (and its lazy-source form), run_all and run_any. */
 #include "config.h"
 #include "call.h"
+#include "sync.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Run a set-up call to its end and finish it, with thread cancellation
+ * deferred until nothing of the call is left (see aio_nocancel_begin);
+ * for run_any, the winner goes to *result and *index. */
+static int run_to_end(struct aio_call *c, void **result, size_t *index)
+{
+    int cs = aio_nocancel_begin(), ret;
+    size_t win;
+
+    aio_call_run(c);
+    /* Every participant has left, so the winner and its result are final. */
+    win = atomic_load(&c->winner);
+    if (win != SIZE_MAX) {
+        if (result)
+            *result = c->win_result;
+        if (index)
+            *index = win;
+    }
+    ret = aio_call_finish(c);
+    aio_nocancel_end(cs, 1);
+    return ret;
+}
 
 /* Fill opts->stats for a call that ran no job (n == 0). */
 static void no_job_stats(const aiometer_options *opts)
@@ -36,8 +59,7 @@ int aiometer_run_on_each(aiometer_fn fn, void *const args[], size_t n,
         return err;
     c.fn = fn;
     c.args = args;
-    aio_call_run(&c);
-    return aio_call_finish(&c);
+    return run_to_end(&c, NULL, NULL);
 }
 
 int aiometer_run_on_each_source(aiometer_fn fn, aiometer_source_fn next, void *state,
@@ -54,8 +76,7 @@ int aiometer_run_on_each_source(aiometer_fn fn, aiometer_source_fn next, void *s
     c.fn = fn;
     c.source = next;
     c.source_state = state;
-    aio_call_run(&c);
-    return aio_call_finish(&c);
+    return run_to_end(&c, NULL, NULL);
 }
 
 /* Every job must have a function: checked before anything starts. */
@@ -89,15 +110,13 @@ int aiometer_run_all(const aiometer_job jobs[], size_t n, void *results[],
         return err;
     c.jobs = jobs;
     c.results = results;
-    aio_call_run(&c);
-    return aio_call_finish(&c);
+    return run_to_end(&c, NULL, NULL);
 }
 
 int aiometer_run_any(const aiometer_job jobs[], size_t n, void **result, size_t *index,
                      const aiometer_options *opts)
 {
     struct aio_call c;
-    size_t win;
     int err;
 
     if (n == 0 || check_jobs(jobs, n))
@@ -106,15 +125,5 @@ int aiometer_run_any(const aiometer_job jobs[], size_t n, void **result, size_t 
     if (err)
         return err;
     c.jobs = jobs;
-    aio_call_run(&c);
-
-    /* Every participant has left, so the winner and its result are final. */
-    win = atomic_load(&c.winner);
-    if (win != SIZE_MAX) {
-        if (result)
-            *result = c.win_result;
-        if (index)
-            *index = win;
-    }
-    return aio_call_finish(&c);
+    return run_to_end(&c, result, index);
 }

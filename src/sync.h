@@ -41,6 +41,32 @@ int aio_sem_trytake(struct aio_sem *s);
 void aio_sem_give(struct aio_sem *s);
 void aio_sem_destroy(struct aio_sem *s);
 
+/* Thread cancellation.  No public function of the library is cut short by
+ * pthread_cancel: a call's state lives on its caller's stack and is shared
+ * with the pool's threads, and unwinding from one of its waits (a
+ * condition variable, poll, a job's own cancellation points) would leave
+ * locks held and the state linked into the pool.  A function that waits
+ * disables cancellation around its work (aio_nocancel_begin) and, once
+ * nothing of the call is left, restores the caller's state and acts on a
+ * request that came meanwhile (aio_nocancel_end with act set).  The pool's
+ * threads run with cancellation disabled for good. */
+static inline int aio_nocancel_begin(void)
+{
+    int old = PTHREAD_CANCEL_ENABLE;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+
+static inline void aio_nocancel_end(int old, int act)
+{
+    int ignored;
+
+    pthread_setcancelstate(old, &ignored);
+    if (act && old == PTHREAD_CANCEL_ENABLE)
+        pthread_testcancel();
+}
+
 /* Lock and unlock that treat failure as the programming error it is. */
 void aio_lock(pthread_mutex_t *m);
 void aio_unlock(pthread_mutex_t *m);
