@@ -242,6 +242,41 @@ int aiometer_amap_cancel(aiometer_amap *it)
     return 0;
 }
 
+/* Free a finished iterator. */
+static void amap_free(aiometer_amap *it)
+{
+    aio_cq_destroy(&it->cq);
+    pthread_mutex_destroy(&it->take_lock);
+    aio_free(it);
+}
+
+/* The thread in aiometer_amap_close is ending inside a job it ran
+ * (pthread_exit): the call has been stopped and its participation undone
+ * (participant_unwound in call.c).  Nobody will close the iterator now,
+ * so do it here, as the cleanup handler runs. */
+static void close_unwound(void *arg)
+{
+    aiometer_amap *it = arg;
+
+    aio_call_wait(&it->call);
+    aio_call_finish(&it->call);
+    amap_free(it);
+}
+
+/* Help with the jobs left, if the consumer may, and wait for them all. */
+static void close_wait(aiometer_amap *it)
+{
+    struct aio_call *c = &it->call;
+
+    pthread_cleanup_push(close_unwound, it);
+    if (c->deadline == AIO_NEVER && aio_call_join(c)) {
+        aio_call_work(c, 0);
+        aio_call_leave(c);
+    }
+    aio_call_wait(c);
+    pthread_cleanup_pop(0);
+}
+
 int aiometer_amap_close(aiometer_amap *it)
 {
     struct aio_call *c;
@@ -259,11 +294,7 @@ int aiometer_amap_close(aiometer_amap *it)
         pthread_cond_broadcast(&c->space_cv);
     }
     aio_unlock(&c->lock);
-    if (c->deadline == AIO_NEVER && aio_call_join(c)) {
-        aio_call_work(c, 0);
-        aio_call_leave(c);
-    }
-    aio_call_wait(c);
+    close_wait(it);
 
     if (c->err && !c->err_reported)
         ret = c->err;
@@ -272,9 +303,7 @@ int aiometer_amap_close(aiometer_amap *it)
     /* The failure's error, if any, was the call's; what close returns is
      * decided above, so finish's own verdict is not needed. */
     aio_call_finish(c);
-    aio_cq_destroy(&it->cq);
-    pthread_mutex_destroy(&it->take_lock);
-    aio_free(it);
+    amap_free(it);
     aio_nocancel_end(cs, 1);
     return ret;
 }

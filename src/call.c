@@ -35,6 +35,16 @@ struct aio_ctx {
     size_t index;  /* the job running now */
     int fail_err;  /* what it passed to aiometer_fail(), or 0 */
     struct aio_ctx *prev;
+    /* What participant_unwound() must put right if the thread ends while
+     * in user code (a job, a source, a backend or a progress callback that
+     * calls pthread_exit): the participant's counts and pending results,
+     * and which of the states below it was in. */
+    struct aio_local *L;
+    struct aio_sink *sink;
+    int in_batch;  /* counted in c->running */
+    int in_job;    /* fn is running: job `index` */
+    int in_source; /* the source is running: c->source_lock is held */
+    int slot;      /* holds a running slot of the call's limiter */
 };
 static _Thread_local struct aio_ctx *aio_tls;
 
@@ -370,7 +380,9 @@ static size_t claim_source(struct aio_call *c, size_t want, int may_wait, size_t
         }
         aio_unlock(&c->lock);
         aio_tls = NULL;
+        ctx->in_source = 1;
         r = c->source(c->source_state, &arg[got]);
+        ctx->in_source = 0;
         aio_tls = ctx;
         aio_lock(&c->lock);
         if (r == 0) {
@@ -673,12 +685,13 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
     aiometer_fn fn;
     void *arg, *r;
 
-    int slot = 0;
-
+    ctx->index = j;
     if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIO_GOING ||
-        (c->capped && !(slot = take_slot(c, j))) || (rated && !wait_rate(c, L, j))) {
-        if (slot)
+        (c->capped && !(ctx->slot = take_slot(c, j))) || (rated && !wait_rate(c, L, j))) {
+        if (ctx->slot) {
+            ctx->slot = 0;
             c->shared->be.release(c->shared->state, NULL);
+        }
         skip_job(c, j);
         return;
     }
@@ -692,9 +705,10 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
     L->started++;
     if (c->progress)
         atomic_fetch_add(&c->p_started, 1);
-    ctx->index = j;
     ctx->fail_err = 0;
+    ctx->in_job = 1;
     r = fn(arg);
+    ctx->in_job = 0;
     if (ctx->fail_err) {
         L->failed++;
         if (c->progress)
@@ -706,8 +720,10 @@ static void run_job(struct aio_call *c, struct aio_ctx *ctx, struct aio_local *L
             atomic_fetch_add(&c->p_completed, 1);
         deliver(c, j, r, sink);
     }
-    if (slot)
+    if (ctx->slot) {
+        ctx->slot = 0;
         c->shared->be.release(c->shared->state, NULL);
+    }
     if (c->progress)
         progress_tick(c);
 }
@@ -721,20 +737,89 @@ static void note_running(struct aio_call *c)
         ;
 }
 
+/* Add a participant's counts to the call's. */
+static void add_local(struct aio_call *c, const struct aio_local *L)
+{
+    if (L->started)
+        atomic_fetch_add(&c->started, L->started);
+    if (L->completed)
+        atomic_fetch_add(&c->completed, L->completed);
+    if (L->failed)
+        atomic_fetch_add(&c->failed, L->failed);
+    if (L->rate_wait_ns)
+        atomic_fetch_add(&c->rate_wait_ns, L->rate_wait_ns);
+}
+
+/* The participant's thread is ending inside user code: a job, a source, a
+ * limiter backend or a progress callback called pthread_exit (or the
+ * thread was cancelled where the library could not stop it).  Run as a
+ * cleanup handler while it unwinds.  The call must not wait for ever for
+ * a participant that is gone, so its job fails with EOWNERDEAD (as a
+ * robust mutex's owner dying does), the call stops with that error, and
+ * the participant leaves as it would have; a pool thread is first struck
+ * off its pool.  The thread holds no lock of the call here: user code is
+ * never run under one. */
+static void participant_unwound(void *arg)
+{
+    struct aio_ctx *ctx = arg;
+    struct aio_call *c = ctx->call;
+
+    aio_tls = ctx->prev;
+    if (ctx->in_source)
+        aio_unlock(&c->source_lock);
+    if (ctx->in_job) {
+        ctx->L->failed++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_failed, 1);
+        job_failed(c, ctx->index, EOWNERDEAD, NULL);
+    }
+    if (ctx->slot)
+        c->shared->be.release(c->shared->state, NULL);
+    aio_call_stop(c, AIO_STOP_FAILED, EOWNERDEAD, ctx->index);
+    if (c->cq)
+        flush_sink(c, ctx->sink);
+    if (ctx->in_batch)
+        atomic_fetch_sub(&c->running, 1);
+    add_local(c, ctx->L);
+    /* Before leaving: once the last participant of the last call has left,
+     * the pool may be destroyed, and must not join this thread. */
+    if (aio_on_worker && !ctx->prev)
+        aio_pool_worker_lost();
+    aio_call_leave(c);
+}
+
+static size_t work_loop(struct aio_call *c, int one, struct aio_ctx *ctx);
+
 size_t aio_call_work(struct aio_call *c, int one)
 {
-    struct aio_ctx ctx = { c, 0, 0, aio_tls };
     struct aio_local L = { 0, 0, 0, 0 };
+    struct aio_sink sink;
+    struct aio_ctx ctx = { c, 0, 0, aio_tls, &L, &sink, 0, 0, 0, 0 };
+    size_t claimed;
+
+    /* The handler and everything it reads live in this frame, which is
+     * still whole while it runs. */
+    sink.n = 0;
+    aio_tls = &ctx;
+    pthread_cleanup_push(participant_unwound, &ctx);
+    claimed = work_loop(c, one, &ctx);
+    pthread_cleanup_pop(0);
+    aio_tls = ctx.prev;
+    add_local(c, &L);
+    return claimed;
+}
+
+static size_t work_loop(struct aio_call *c, int one, struct aio_ctx *ctx)
+{
+    struct aio_local *L = ctx->L;
+    struct aio_sink *sink = ctx->sink;
     int rated = c->has_rate || (c->shared && c->shared->be.book);
     int adaptive = !rated && !one;
     size_t batch = 1, claimed = 0;
     void *sargs[AIO_SOURCE_BATCH];
-    struct aio_sink sink;
     /* Batches stay within what the source buffer and the sink hold. */
     size_t max_batch = c->source || c->cq ? AIO_SOURCE_BATCH : AIO_BATCH_MAX;
 
-    sink.n = 0;
-    aio_tls = &ctx;
     for (;;) {
         size_t first = 0, k, j;
         uint64_t t0 = 0;
@@ -755,13 +840,15 @@ size_t aio_call_work(struct aio_call *c, int one)
             break;
         claimed += k;
         note_running(c);
+        ctx->in_batch = 1;
         if (adaptive)
             t0 = aio_now_ns();
         for (j = first; j < first + k; j++)
-            run_job(c, &ctx, &L, j, c->source ? sargs[j - first] : NULL, rated, &sink);
+            run_job(c, ctx, L, j, c->source ? sargs[j - first] : NULL, rated, sink);
         if (c->cq)
-            flush_sink(c, &sink);
+            flush_sink(c, sink);
         atomic_fetch_sub(&c->running, 1);
+        ctx->in_batch = 0;
         if (adaptive) {
             uint64_t d = aio_now_ns() - t0;
             if (d < AIO_BATCH_GROW_NS && batch < max_batch)
@@ -772,15 +859,6 @@ size_t aio_call_work(struct aio_call *c, int one)
         if (one)
             break;
     }
-    aio_tls = ctx.prev;
-    if (L.started)
-        atomic_fetch_add(&c->started, L.started);
-    if (L.completed)
-        atomic_fetch_add(&c->completed, L.completed);
-    if (L.failed)
-        atomic_fetch_add(&c->failed, L.failed);
-    if (L.rate_wait_ns)
-        atomic_fetch_add(&c->rate_wait_ns, L.rate_wait_ns);
     return claimed;
 }
 

@@ -27,6 +27,8 @@ static aiometer_pool *_Atomic default_pool;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 _Thread_local int aio_on_worker;
+/* The pool of this worker thread, for aio_pool_worker_lost(). */
+static _Thread_local aiometer_pool *worker_pool;
 
 /* ---- the list of calls (pool->lock held) ---------------------------------------- */
 
@@ -87,6 +89,7 @@ static void *worker_main(void *arg)
     int cs;
 
     aio_on_worker = 1;
+    worker_pool = p;
     /* A pool thread belongs to the library: pthread_cancel must not cut
      * one short in the middle of a call (see aio_nocancel_begin). */
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
@@ -156,6 +159,28 @@ size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers)
     return have;
 }
 
+void aio_pool_worker_lost(void)
+{
+    aiometer_pool *p = worker_pool;
+    pthread_t self = pthread_self();
+
+    if (!p)
+        return;
+    /* The pool cannot be freed meanwhile: this thread is still a
+     * participant of one of its calls. */
+    aio_lock(&p->lock);
+    for (size_t i = 0; i < p->nthreads; i++) {
+        if (pthread_equal(p->threads[i], self)) {
+            p->threads[i] = p->threads[--p->nthreads];
+            pthread_detach(self);
+            break;
+        }
+    }
+    aio_unlock(&p->lock);
+    worker_pool = NULL;
+    aio_on_worker = 0;
+}
+
 int aio_pool_saturated(aiometer_pool *p)
 {
     int busy;
@@ -204,6 +229,7 @@ static void fork_child(void)
      * descriptor it shares with the parent while reading its own stale copy
      * of the call's state, and spin once the parent's call stops. */
     aio_on_worker = 0;
+    worker_pool = NULL;
     aio_call_atfork_child();
     for (aiometer_pool *p = registry; p; p = p->reg_next) {
         p->head = p->tail = NULL;

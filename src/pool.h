@@ -59,6 +59,11 @@ size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers);
  * start the last one it tried. */
 int aio_pool_saturated(aiometer_pool *p);
 
+/* Called on a pool thread that is ending inside a job (pthread_exit): the
+ * pool forgets it (it is detached, never joined) and starts another when
+ * next it needs one. */
+void aio_pool_worker_lost(void);
+
 /* Take c out of the list, if it is there: no worker joins it afterwards. */
 void aio_pool_unlink(aiometer_pool *p, struct aio_call *c);
 

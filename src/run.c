@@ -8,6 +8,20 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The calling thread is ending inside a job it ran (pthread_exit): its
+ * participation has been undone and the call stopped (participant_unwound
+ * in call.c).  The call lives in this thread's frames, which are still
+ * whole while this cleanup handler runs: wait for the other participants
+ * and finish it, so that nothing is left pointing into a dead stack. */
+static void owner_unwound(void *arg)
+{
+    struct aio_call *c = arg;
+
+    aio_call_stop(c, AIO_STOP_FAILED, EOWNERDEAD, SIZE_MAX);
+    aio_call_wait(c);
+    aio_call_finish(c);
+}
+
 /* Run a set-up call to its end and finish it, with thread cancellation
  * deferred until nothing of the call is left (see aio_nocancel_begin);
  * for run_any, the winner goes to *result and *index. */
@@ -16,7 +30,9 @@ static int run_to_end(struct aio_call *c, void **result, size_t *index)
     int cs = aio_nocancel_begin(), ret;
     size_t win;
 
+    pthread_cleanup_push(owner_unwound, c);
     aio_call_run(c);
+    pthread_cleanup_pop(0);
     /* Every participant has left, so the winner and its result are final. */
     win = atomic_load(&c->winner);
     if (win != SIZE_MAX) {
