@@ -1,83 +1,122 @@
-/* call.h - one call of an entry point: its jobs, its state, and the loop in
- * which threads run its jobs.
+/* call.h - one call of an entry point: its jobs, its state, and the
+ * functions that the files of the call's mechanism share.
  *
  * A call lives on its caller's stack (run_*) or in the amap iterator.  The
  * pool's threads that help with it, and the caller itself, are its
  * "participants"; there are never more than `slots` of them, and since each
- * runs one job at a time, that is what makes max_at_once exact.
+ * runs one job at a time, that is what makes max_at_once exact: the count of
+ * participants is the card's semaphore, taken lock-free (aiometer__call_join).
+ *
+ * The four entry points are four policies (policy.c) on one mechanism:
+ *   call.c      a call's life: set-up, posting, helping, waiting, finishing
+ *   claim.c     claiming job indices (the card's bounded queue)
+ *   jobloop.c   the participants' loop that runs claimed jobs
+ *   ratewait.c  waiting for the limiters before a job starts
+ *   cancel.c    stopping, deadlines, and the job-side functions
+ *   cancelfd.c  the call's cancel descriptor
+ *   progress.c  progress reports and statistics
  *
  * Participants claim job indices lock-free from the atomic counter `next`,
- * several at a time when jobs are tiny (see aio_call_work), so the per-job
- * path takes no lock and allocates nothing.  Locks are taken only on the slow
+ * several at a time when jobs are tiny (jobloop.c), so the per-job path
+ * takes no lock and allocates nothing.  Locks are taken only on the slow
  * paths: joining and leaving, failure and cancellation, rate waits, amap's
  * completion queue, and lazy sources.
  *
- * Lock order: pool->lock before call->lock, and call->source_lock before
- * call->lock; never the other way round. */
-#ifndef AIO_CALL_H
-#define AIO_CALL_H
+ * Lock order: the pool's lock before call->lock; never the other way round. */
+#ifndef AIOMETER__CALL_H
+#define AIOMETER__CALL_H
 
 #include "aiometer.h"
 #include "completion.h"
 #include "limiter.h"
+#include "task.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-enum aio_mode {
-    AIO_MODE_EACH,  /* run_on_each: results dropped */
-    AIO_MODE_ALL,   /* run_all: results[i] */
-    AIO_MODE_ANY,   /* run_any: first success wins */
-    AIO_MODE_STREAM /* amap: the completion queue */
+struct aiometer__call;
+
+/* A batch's results for a policy that hands them over under one lock hold
+ * (amap): at most AIOMETER__SOURCE_BATCH of them. */
+#define AIOMETER__SOURCE_BATCH 64
+struct aiometer__sink {
+    size_t n;
+    size_t index[AIOMETER__SOURCE_BATCH];
+    void *result[AIOMETER__SOURCE_BATCH];
 };
+
+/* What an entry point does with its jobs' outcomes (policy.c).  A NULL
+ * operation does nothing. */
+struct aiometer__policy {
+    /* Job j returned r without failing.  Results of one batch may wait in
+     * the sink until flush is called. */
+    void (*result)(struct aiometer__call *c, size_t j, void *r, struct aiometer__sink *sink);
+    void (*flush)(struct aiometer__call *c, struct aiometer__sink *sink);
+    /* Job j returned r after aiometer_fail(err). */
+    void (*failure)(struct aiometer__call *c, size_t j, int err, void *r);
+    /* Job j will never run (the call stopped first). */
+    void (*skip)(struct aiometer__call *c, size_t j);
+    /* The call is over: fill in what it returns besides its error. */
+    void (*finish)(struct aiometer__call *c);
+    /* aiometer_fail() stops the call (all but run_any, where a failure
+     * only loses). */
+    int fail_stops;
+};
+
+extern const struct aiometer__policy aiometer__policy_each, aiometer__policy_all,
+    aiometer__policy_any, aiometer__policy_stream;
 
 /* Why a call stopped starting jobs.  Set once, never cleared. */
-enum aio_stop {
-    AIO_GOING = 0,
-    AIO_STOP_FAILED,    /* a job failed (or the source did) */
-    AIO_STOP_CANCELLED, /* aiometer_amap_cancel */
-    AIO_STOP_TIMEOUT,   /* opts.timeout passed */
-    AIO_STOP_WON        /* run_any has its winner */
+enum aiometer__stop {
+    AIOMETER__GOING = 0,
+    AIOMETER__STOP_FAILED,    /* a job failed (or the source, or a limiter did) */
+    AIOMETER__STOP_CANCELLED, /* aiometer_amap_cancel */
+    AIOMETER__STOP_TIMEOUT,   /* opts.timeout passed */
+    AIOMETER__STOP_WON        /* run_any has its winner */
 };
 
-struct aio_call {
-    /* Set before the call is shared; read-only afterwards. */
+struct aiometer__call {
+    /* What the pool sees of the call: the call is queued as this task. */
+    struct aiometer__task task;
+
+    /* Set by the calling thread before the call is posted to the pool, and
+     * only read afterwards.  The job inputs (jobs, fn, args, source) and cq
+     * are filled in by the entry point between aiometer__call_init and posting. */
+    const struct aiometer__policy *policy;
     struct aiometer_pool *pool;
-    int mode;
     const aiometer_job *jobs;
     aiometer_fn fn;
     void *const *args;
     aiometer_source_fn source;
     void *source_state;
-    void **results;
+    void **results;       /* run_all: written by jobs, one index each */
     size_t n;             /* jobs in the call; SIZE_MAX for a source */
     size_t slots;         /* most participants at once */
-    int caller_runs;      /* the caller works on the call while it waits */
     int has_rate;         /* own_rate is in use */
-    struct aio_gcra own_rate;
+    struct aiometer__gcra own_rate;
     struct aiometer_limiter *shared; /* opts.limiter */
     int capped;           /* shared has a running cap */
-    uint64_t deadline;    /* AIO_NEVER: none */
-    uint64_t t_start;     /* 0 unless timing was asked for */
+    uint64_t deadline;    /* AIOMETER__NEVER: none */
+    uint64_t t_start;
     aiometer_progress_fn progress;
     void *progress_arg;
     uint64_t progress_every;
     aiometer_stats *stats_out;
-    struct aio_cq *cq;    /* AIO_MODE_STREAM only */
+    struct aiometer__cq *cq;    /* amap only */
+
+    /* The calling thread's own: whether it works on the call while it
+     * waits.  Set at init, and again by aiometer__call_post when the pool could
+     * start no thread; no other thread reads it. */
+    int caller_runs;
 
     /* Read and written lock-free. */
     atomic_size_t next;          /* array input: next index to claim */
-    atomic_int stop;             /* enum aio_stop; written under lock */
+    atomic_int stop;             /* enum aiometer__stop; written under lock */
     atomic_int source_done;      /* the source said AIOMETER_DONE or failed */
     atomic_size_t participants;  /* threads working on the call now */
     atomic_size_t winner;        /* run_any: the winning index, or SIZE_MAX */
     atomic_int efd_pub;          /* efd once made (published under lock), -1 */
-
-    /* Held while a lazy source is called, so that calls to it are never
-     * concurrent, and while `pulled` grows; never while waiting for room,
-     * which the amap consumer (who may need it to claim) makes. */
-    pthread_mutex_t source_lock;
 
     /* Guarded by lock. */
     pthread_mutex_t lock;
@@ -96,8 +135,7 @@ struct aio_call {
     size_t err_index;     /* and its job's index */
     int err_reported;     /* amap_next returned it */
     void *win_result;     /* run_any */
-    size_t pulled;        /* source: arguments pulled so far (grown
-                           * under source_lock too) */
+    size_t pulled;        /* source: arguments pulled so far */
     int done_waiters;     /* threads waiting on done_cv */
     int space_waiters;    /* threads waiting on space_cv */
     int efd;              /* cancel descriptor handed out (eventfd, epoll
@@ -114,69 +152,140 @@ struct aio_call {
     atomic_size_t p_started, p_completed, p_failed;
     _Atomic uint64_t p_last;
     atomic_flag p_busy;
+};
 
-    /* The pool's list of calls that may want helpers; pool->lock. */
-    struct aio_call *q_prev, *q_next;
-    int queued;
+/* What one participant counts while it works, added to the call's totals
+ * when it leaves (so the per-job path touches no shared counter). */
+struct aiometer__local {
+    size_t started, completed, failed;
+    uint64_t rate_wait_ns;
 };
 
 /* How long a caller or amap consumer waits for the pool's threads to come
  * before it concludes that none will and runs jobs itself. */
-#define AIO_HELP_WAIT_NS (2 * UINT64_C(1000000))
+#define AIOMETER__HELP_WAIT_NS (2 * UINT64_C(1000000))
+
+/* ---- call.c: life cycle ---- */
 
 /* Check options without side effects: 0 or EINVAL. */
-int aio_options_check(const aiometer_options *opts);
+int aiometer__options_check(const aiometer_options *opts);
 
-/* Set a call up for `mode` with n jobs (SIZE_MAX for a source): take the
+/* Set a call up for `policy` with n jobs (SIZE_MAX for a source): take the
  * pool (the default one may be created here), initialise the locks.
  * 0, EINVAL, ENOMEM or EAGAIN; on failure nothing is left to undo.  The
- * caller then fills in the inputs. */
-int aio_call_init(struct aio_call *c, int mode, size_t n, const aiometer_options *opts);
+ * entry point then fills in the inputs. */
+int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy *policy, size_t n,
+                  const aiometer_options *opts);
 
 /* Run the call to its end: post it to the pool, work on it if the caller
- * runs jobs, wait for every participant.  Then aio_call_finish(). */
-void aio_call_run(struct aio_call *c);
+ * runs jobs, wait for every participant.  Then aiometer__call_finish(). */
+void aiometer__call_run(struct aiometer__call *c);
 
-/* The parts of aio_call_run, for amap. */
-void aio_call_begin(struct aio_call *c);
-void aio_call_post(struct aio_call *c, size_t helpers);
-void aio_call_wait(struct aio_call *c);
+/* The parts of aiometer__call_run, for amap. */
+void aiometer__call_begin(struct aiometer__call *c);
+void aiometer__call_post(struct aiometer__call *c, size_t helpers);
+void aiometer__call_wait(struct aiometer__call *c);
 
-/* Fill stats, last progress report, release pool and limiter, free the
- * call's resources.  Returns what the call returns (0, the failure,
- * ETIMEDOUT). */
-int aio_call_finish(struct aio_call *c);
+/* Let the policy finish, fill stats, give the last progress report,
+ * release pool and limiter, free the call's resources.  Returns
+ * aiometer__call_verdict(). */
+int aiometer__call_finish(struct aiometer__call *c);
 
-/* Undo aio_call_init() alone, for a call that never began. */
-void aio_call_undo_init(struct aio_call *c);
+/* Undo aiometer__call_init() alone, for a call that never began. */
+void aiometer__call_undo_init(struct aiometer__call *c);
 
-/* Take a participant slot (1) or find them all taken (0).  aio_call_leave()
+/* Take a participant slot (1) or find them all taken (0).  aiometer__call_leave()
  * gives it back and wakes the caller when the last one leaves. */
-int aio_call_join(struct aio_call *c);
-void aio_call_leave(struct aio_call *c);
+int aiometer__call_join(struct aiometer__call *c);
+void aiometer__call_leave(struct aiometer__call *c);
+
+/* Join, work (one job at most if `one`), leave: 1, or 0 if every slot was
+ * taken. */
+int aiometer__call_help(struct aiometer__call *c, int one);
+
+/* Called with c->lock held by a caller or amap consumer with nothing to do
+ * but wait: if no participant has been at work for AIOMETER__HELP_WAIT_NS (and the
+ * caller may help, see call.c), run jobs here (the lock is dropped and
+ * taken again) and return 1.  Otherwise return 0 with *until set to when
+ * to look again (AIOMETER__NEVER: when woken).  *alone_since is the caller's
+ * memory of when it first saw no participant (0: not alone). */
+int aiometer__call_help_if_alone_locked(struct aiometer__call *c, uint64_t *alone_since, int one,
+                                  uint64_t *until);
+
+/* What a call that has ended returns, decided from why it stopped: 0, the
+ * failure's error, ETIMEDOUT or ECANCELED. */
+int aiometer__call_verdict(struct aiometer__call *c);
+
+/* ---- claim.c: claiming jobs ---- */
+
+/* True while jobs remain that could be claimed. */
+int aiometer__call_has_work(struct aiometer__call *c);
+size_t aiometer__claim_array(struct aiometer__call *c, size_t want, int may_wait, size_t *first);
+size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wait, size_t *first,
+                        void **arg);
+
+/* ---- jobloop.c ---- */
 
 /* Run jobs of the call until none can be claimed.  With `one`, run at most
  * one job and never wait for room (the amap consumer).  Returns the number of
  * jobs claimed. */
-size_t aio_call_work(struct aio_call *c, int one);
+size_t aiometer__call_work(struct aiometer__call *c, int one);
 
-/* May the caller (or amap consumer) run jobs when no pool thread came? */
-int aio_call_may_help(struct aio_call *c);
+/* ---- ratewait.c: before a job starts ---- */
 
-/* True while jobs remain that could be claimed. */
-int aio_call_has_work(struct aio_call *c);
+/* Book job j's start with the rate limiter(s) and wait for it: 1 to start
+ * the job, 0 if the call stopped (a limiter that fails to book stops it). */
+int aiometer__wait_rate(struct aiometer__call *c, struct aiometer__local *L, size_t j);
+/* Take a running slot of the call's limiter for job j: 1 with the slot, 0
+ * if the call stopped (a limiter that fails stops it with its error). */
+int aiometer__take_slot(struct aiometer__call *c, size_t j);
 
-/* Stop the call for `reason` (first reason wins); with AIO_STOP_FAILED also
+/* ---- cancel.c: stopping ---- */
+
+/* Stop the call for `reason` (first reason wins); with AIOMETER__STOP_FAILED also
  * record err for job `index`.  The _locked form is called with c->lock. */
-void aio_call_stop(struct aio_call *c, int reason, int err, size_t index);
-void aio_call_stop_locked(struct aio_call *c, int reason, int err, size_t index);
+void aiometer__call_stop(struct aiometer__call *c, int reason, int err, size_t index);
+void aiometer__call_stop_locked(struct aiometer__call *c, int reason, int err, size_t index);
 
-/* In the child of a fork: the thread that forked runs no job there (the
- * call it was in is the parent's), so the job-side functions must treat it
- * as outside a job.  Called from the pool's atfork child handler. */
-void aio_call_atfork_child(void);
+/* If the deadline has passed, stop with a timeout.  The _locked form is
+ * called with c->lock. */
+void aiometer__call_check_deadline(struct aiometer__call *c);
+void aiometer__call_check_deadline_locked(struct aiometer__call *c);
 
-/* Called with c->lock: if the deadline has passed, stop with a timeout. */
-void aio_call_check_deadline_locked(struct aio_call *c);
+/* How long a waiter may sleep towards `until`: no later than the deadline
+ * while the call goes on; a stopped call has no deadline left to watch. */
+uint64_t aiometer__call_wait_limit(struct aiometer__call *c, uint64_t until);
+
+/* Sleep until the time `end` or until the call stops, on stop_cv: the rate
+ * wait, and aiometer_sleep when no cancel descriptor can be had. */
+void aiometer__call_sleep_until(struct aiometer__call *c, uint64_t end);
+
+/* The job this thread is running, so that aiometer_fail() and the other
+ * job-side functions find its call.  Each participant's loop pushes one
+ * and pops it on the way out, so nested calls stack. */
+struct aiometer__ctx {
+    struct aiometer__call *call;
+    size_t index;  /* the job running now */
+    int fail_err;  /* what it passed to aiometer_fail(), or 0 */
+    struct aiometer__ctx *prev;
+};
+extern _Thread_local struct aiometer__ctx *aiometer__tls;
+
+/* ---- cancelfd.c ---- */
+
+/* The call's cancel descriptor, made on first use: 0 with *fd, or an errno
+ * value.  Once made it is published in efd_pub, so later users need no lock. */
+int aiometer__cancel_fd_of(struct aiometer__call *c, int *fd);
+/* Make the descriptor readable, if there is one; with c->lock held. */
+void aiometer__cancel_fd_signal(struct aiometer__call *c);
+/* Close what aiometer__cancel_fd_of() made. */
+void aiometer__cancel_fd_close(struct aiometer__call *c);
+
+/* ---- progress.c ---- */
+
+/* After a job: report progress if an interval has passed. */
+void aiometer__progress_tick(struct aiometer__call *c);
+/* The last report and opts.stats, when the call ends. */
+void aiometer__progress_final(struct aiometer__call *c, int ret);
 
 #endif

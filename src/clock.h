@@ -4,27 +4,27 @@
  * time never enters.  Times are uint64_t nanoseconds since an arbitrary
  * origin (boot on Linux), so they never go negative and comparisons are
  * plain integer ones. */
-#ifndef AIO_CLOCK_H
-#define AIO_CLOCK_H
+#ifndef AIOMETER__CLOCK_H
+#define AIOMETER__CLOCK_H
 
 #include <stdint.h>
 #include <time.h>
 
-#define AIO_NS_PER_S UINT64_C(1000000000)
+#define AIOMETER__NS_PER_S UINT64_C(1000000000)
 /* A time that is never reached: used for "no deadline". */
-#define AIO_NEVER UINT64_MAX
+#define AIOMETER__NEVER UINT64_MAX
 
-uint64_t aio_now_ns(void);
-struct timespec aio_ns_to_timespec(uint64_t ns);
+uint64_t aiometer__now_ns(void);
+struct timespec aiometer__ns_to_timespec(uint64_t ns);
 /* Seconds (finite, >= 0) to nanoseconds, rounded up and saturated at
- * AIO_NEVER - 1, so a huge timeout is "very far", never a wrap-around. */
-uint64_t aio_seconds_to_ns(double seconds);
-/* a + b, saturated at AIO_NEVER. */
-uint64_t aio_add_ns(uint64_t a, uint64_t b);
+ * AIOMETER__NEVER - 1, so a huge timeout is "very far", never a wrap-around. */
+uint64_t aiometer__seconds_to_ns(double seconds);
+/* a + b, saturated at AIOMETER__NEVER. */
+uint64_t aiometer__add_ns(uint64_t a, uint64_t b);
 
 /* A pause for spin-waits on the clock or on a flag: tells the CPU (and a
  * hyperthread sibling) that we are only waiting. */
-static inline void aio_cpu_relax(void)
+static inline void aiometer__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

@@ -1,16 +1,16 @@
 /* completion.c - the bounded completion queue behind amap. */
 #include "config.h"
 #include "completion.h"
-#include "sync.h"
+#include "syscalls.h"
 
 #include <errno.h>
 #include <stdint.h>
 
-enum { AIO_SLOT_EMPTY = 0, AIO_SLOT_READY, AIO_SLOT_SKIPPED };
+enum { AIOMETER__SLOT_EMPTY = 0, AIOMETER__SLOT_READY, AIOMETER__SLOT_SKIPPED };
 
-int aio_cq_init(struct aio_cq *q, size_t cap, int ordered)
+int aiometer__cq_init(struct aiometer__cq *q, size_t cap, int ordered)
 {
-    q->slot = aio_calloc(cap, sizeof(*q->slot));
+    q->slot = aiometer__calloc(cap, sizeof(*q->slot));
     if (!q->slot)
         return ENOMEM;
     q->cap = cap;
@@ -21,13 +21,13 @@ int aio_cq_init(struct aio_cq *q, size_t cap, int ordered)
     return 0;
 }
 
-void aio_cq_destroy(struct aio_cq *q)
+void aiometer__cq_destroy(struct aiometer__cq *q)
 {
-    aio_free(q->slot);
+    aiometer__free(q->slot);
     q->slot = NULL;
 }
 
-static void publish_window(struct aio_cq *q)
+static void publish_window(struct aiometer__cq *q)
 {
     size_t end;
 
@@ -41,44 +41,44 @@ static void publish_window(struct aio_cq *q)
 }
 
 /* Ordered mode: move base past jobs that ended without a result. */
-static void advance_skipped(struct aio_cq *q)
+static void advance_skipped(struct aiometer__cq *q)
 {
-    struct aio_cq_slot *s;
+    struct aiometer__cq_slot *s;
 
-    while ((s = &q->slot[q->base % q->cap])->state == AIO_SLOT_SKIPPED) {
-        s->state = AIO_SLOT_EMPTY;
+    while ((s = &q->slot[q->base % q->cap])->state == AIOMETER__SLOT_SKIPPED) {
+        s->state = AIOMETER__SLOT_EMPTY;
         q->base++;
     }
 }
 
-void aio_cq_push(struct aio_cq *q, size_t index, void *result)
+void aiometer__cq_push(struct aiometer__cq *q, size_t index, void *result)
 {
     if (q->discard) {
-        aio_cq_skip(q, index);
+        aiometer__cq_skip(q, index);
         return;
     }
     if (q->ordered) {
-        struct aio_cq_slot *s = &q->slot[index % q->cap];
+        struct aiometer__cq_slot *s = &q->slot[index % q->cap];
         s->result = result;
         s->index = index;
-        s->state = AIO_SLOT_READY;
+        s->state = AIOMETER__SLOT_READY;
     } else {
         /* The window guarantees room: claimed - retired <= cap. */
-        struct aio_cq_slot *s = &q->slot[(q->head + q->count) % q->cap];
+        struct aiometer__cq_slot *s = &q->slot[(q->head + q->count) % q->cap];
         s->result = result;
         s->index = index;
         q->count++;
     }
 }
 
-void aio_cq_skip(struct aio_cq *q, size_t index)
+void aiometer__cq_skip(struct aiometer__cq *q, size_t index)
 {
     if (q->discard) {
         /* Nothing is delivered any more and the window is unbounded. */
         return;
     }
     if (q->ordered) {
-        q->slot[index % q->cap].state = AIO_SLOT_SKIPPED;
+        q->slot[index % q->cap].state = AIOMETER__SLOT_SKIPPED;
         advance_skipped(q);
     } else {
         q->retired++;
@@ -86,18 +86,18 @@ void aio_cq_skip(struct aio_cq *q, size_t index)
     publish_window(q);
 }
 
-int aio_cq_pop(struct aio_cq *q, void **result, size_t *index)
+int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index)
 {
-    struct aio_cq_slot *s;
+    struct aiometer__cq_slot *s;
 
     if (q->discard)
         return 0;
     if (q->ordered) {
         advance_skipped(q);
         s = &q->slot[q->base % q->cap];
-        if (s->state != AIO_SLOT_READY)
+        if (s->state != AIOMETER__SLOT_READY)
             return 0;
-        s->state = AIO_SLOT_EMPTY;
+        s->state = AIOMETER__SLOT_EMPTY;
         q->base++;
         advance_skipped(q);
     } else {
@@ -114,7 +114,7 @@ int aio_cq_pop(struct aio_cq *q, void **result, size_t *index)
     return 1;
 }
 
-void aio_cq_discard(struct aio_cq *q)
+void aiometer__cq_discard(struct aiometer__cq *q)
 {
     q->discard = 1;
     q->count = 0;

@@ -13,21 +13,21 @@
  *   where base is the next index to deliver.
  *
  * Every function here is called with the owning call's lock held, except
- * aio_cq_window(), which claimers read without it. */
-#ifndef AIO_COMPLETION_H
-#define AIO_COMPLETION_H
+ * aiometer__cq_window(), which claimers read without it. */
+#ifndef AIOMETER__COMPLETION_H
+#define AIOMETER__COMPLETION_H
 
 #include <stdatomic.h>
 #include <stddef.h>
 
-struct aio_cq_slot {
+struct aiometer__cq_slot {
     void *result;
     size_t index;
-    int state; /* ordered mode: AIO_SLOT_EMPTY, _READY or _SKIPPED */
+    int state; /* ordered mode: AIOMETER__SLOT_EMPTY, _READY or _SKIPPED */
 };
 
-struct aio_cq {
-    struct aio_cq_slot *slot;
+struct aiometer__cq {
+    struct aiometer__cq_slot *slot;
     size_t cap;
     int ordered;
     int discard;           /* results are dropped (the consumer closed) */
@@ -38,22 +38,22 @@ struct aio_cq {
 };
 
 /* 0 or ENOMEM. */
-int aio_cq_init(struct aio_cq *q, size_t cap, int ordered);
-void aio_cq_destroy(struct aio_cq *q);
+int aiometer__cq_init(struct aiometer__cq *q, size_t cap, int ordered);
+void aiometer__cq_destroy(struct aiometer__cq *q);
 
 /* Job `index` finished with `result`, or (skip) ended without a result. */
-void aio_cq_push(struct aio_cq *q, size_t index, void *result);
-void aio_cq_skip(struct aio_cq *q, size_t index);
+void aiometer__cq_push(struct aiometer__cq *q, size_t index, void *result);
+void aiometer__cq_skip(struct aiometer__cq *q, size_t index);
 
 /* Take the next deliverable result: 1 with *result and *index set, or 0 if
  * none is ready yet. */
-int aio_cq_pop(struct aio_cq *q, void **result, size_t *index);
+int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index);
 
 /* Drop what is buffered and stop bounding claims: the consumer is gone. */
-void aio_cq_discard(struct aio_cq *q);
+void aiometer__cq_discard(struct aiometer__cq *q);
 
 /* Claims must stay below this index. */
-static inline size_t aio_cq_window(struct aio_cq *q)
+static inline size_t aiometer__cq_window(struct aiometer__cq *q)
 {
     return atomic_load_explicit(&q->window_end, memory_order_acquire);
 }

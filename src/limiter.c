@@ -3,7 +3,8 @@
 #include "config.h"
 #include "aiometer.h"
 #include "limiter.h"
-#include "sync.h"
+#include "fdsem.h"
+#include "syscalls.h"
 
 #include <errno.h>
 #include <math.h>
@@ -12,15 +13,11 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Intervals and tolerances stay at or below 2^62 ns (about 146 years).
- * That alone does not keep TAT in range: each booking adds T to it, so at
- * a rate of one start in 146 years the fourth booking would carry it past
- * 2^64 and wrap round to "now".  aio_gcra_book therefore saturates TAT at
- * AIOMETER_NEVER: a limiter booked that far ahead grants no further start
- * in this process's life (its jobs wait until their call stops). */
-#define AIO_GCRA_MAX_NS (UINT64_C(1) << 62)
+/* Intervals and tolerances stay at or below 2^62 ns (about 146 years) so
+ * that now + T and TAT - tau never overflow a uint64_t. */
+#define AIOMETER__GCRA_MAX_NS (UINT64_C(1) << 62)
 
-int aio_gcra_init(struct aio_gcra *g, double rate, size_t burst)
+int aiometer__gcra_init(struct aiometer__gcra *g, double rate, size_t burst)
 {
     double t;
 
@@ -33,44 +30,40 @@ int aio_gcra_init(struct aio_gcra *g, double rate, size_t burst)
      * no program lives to see the difference, and refusing 1e-12 would
      * only surprise. */
     t = ceil(1e9 / rate);
-    g->interval = t < (double)AIO_GCRA_MAX_NS ? (uint64_t)t : AIO_GCRA_MAX_NS;
+    g->interval = t < (double)AIOMETER__GCRA_MAX_NS ? (uint64_t)t : AIOMETER__GCRA_MAX_NS;
     if (g->interval == 0)
         g->interval = 1;
     /* Likewise a burst tolerance past 2^62 ns is held there; that only ever
      * makes the limiter stricter. */
-    if (burst - 1 > AIO_GCRA_MAX_NS / g->interval)
-        g->tolerance = AIO_GCRA_MAX_NS;
+    if (burst - 1 > AIOMETER__GCRA_MAX_NS / g->interval)
+        g->tolerance = AIOMETER__GCRA_MAX_NS;
     else
         g->tolerance = g->interval * (uint64_t)(burst - 1);
     atomic_init(&g->tat, 0);
     return 0;
 }
 
-uint64_t aio_gcra_book(struct aio_gcra *g, uint64_t now)
+uint64_t aiometer__gcra_book(struct aiometer__gcra *g, uint64_t now)
 {
     uint64_t tat = atomic_load_explicit(&g->tat, memory_order_relaxed);
     uint64_t grant, next;
 
     /* Relaxed is enough: TAT is the only shared datum, and the CAS makes
-     * each booking see the one before it. */
+     * each booking see the one before it.  No other memory is published
+     * with TAT, so no acquire or release is needed. */
     do {
-        uint64_t from = tat > now ? tat : now;
-
         grant = tat > g->tolerance ? tat - g->tolerance : 0;
         if (grant < now)
             grant = now;
-        /* Saturate rather than wrap (see AIO_GCRA_MAX_NS).  A saturated TAT
-         * grants AIOMETER_NEVER - tau: with tau at most 2^62 ns, still
-         * centuries past any uptime, so in effect never. */
-        next = from > AIOMETER_NEVER - g->interval ? AIOMETER_NEVER : from + g->interval;
+        next = (tat > now ? tat : now) + g->interval;
     } while (!atomic_compare_exchange_weak_explicit(&g->tat, &tat, next, memory_order_relaxed,
                                                     memory_order_relaxed));
     return grant;
 }
 
-int aio_limiter_options_check(const aiometer_limiter_options *lo, size_t max_cap)
+int aiometer__limiter_options_check(const aiometer_limiter_options *lo, size_t max_cap)
 {
-    struct aio_gcra probe;
+    struct aiometer__gcra probe;
     double r;
 
     if (!lo)
@@ -78,7 +71,7 @@ int aio_limiter_options_check(const aiometer_limiter_options *lo, size_t max_cap
     r = lo->max_per_second;
     if (isnan(r) || r < 0)
         return EINVAL;
-    if (r > 0 && isfinite(r) && aio_gcra_init(&probe, r, lo->max_burst))
+    if (r > 0 && isfinite(r) && aiometer__gcra_init(&probe, r, lo->max_burst))
         return EINVAL;
     if (lo->max_at_once > max_cap)
         return EINVAL;
@@ -100,7 +93,7 @@ int aiometer_limiter_create_backend(aiometer_limiter **lim, const aiometer_limit
         return EINVAL;
     if (!b->acquire != !b->release || (!b->book && !b->acquire))
         return EINVAL;
-    l = aio_calloc(1, sizeof(*l));
+    l = aiometer__calloc(1, sizeof(*l));
     if (!l)
         return ENOMEM;
     /* A newer caller's struct may be longer: take what we know of it. */
@@ -122,49 +115,44 @@ int aiometer_limiter_destroy(aiometer_limiter *lim)
      * avoid; while one runs, refuse and leave it usable. */
     if (atomic_load(&lim->users) != 0)
         return EBUSY;
-    if (lim->be.close) {
-        /* A backend's close may wait (a server, a lock): it is not cut
-         * short half-way (see aio_nocancel_begin). */
-        int cs = aio_nocancel_begin();
+    if (lim->be.close)
         lim->be.close(lim->state);
-        aio_nocancel_end(cs, 0);
-    }
-    aio_free(lim);
+    aiometer__free(lim);
     return 0;
 }
 
 /* ---- the private backend ------------------------------------------------------ */
 
 /* A rate (GCRA) and a running cap.  The cap is a counting semaphore kept in
- * a descriptor (aio_sem_fd, sync.c): reading takes a slot, writing gives
+ * a descriptor (fdsem.c): reading takes a slot, writing gives
  * one back, and a waiter polls it together with the call's cancel
  * descriptor, so a stopped call ends the wait at once.  Waiters sleep in
  * poll until a slot comes back; several may wake for one slot, and those
  * that lose the read sleep again. */
-struct aio_private {
+struct aiometer__private {
     int has_rate;
-    struct aio_gcra gcra;
-    struct aio_sem sem; /* sem.fd < 0: no running cap */
+    struct aiometer__gcra gcra;
+    struct aiometer__sem sem; /* sem.fd < 0: no running cap */
 };
 
 static int private_book(void *state, const char *key, uint64_t now, uint64_t *start)
 {
-    struct aio_private *p = state;
+    struct aiometer__private *p = state;
 
     (void)key;
-    *start = aio_gcra_book(&p->gcra, now);
+    *start = aiometer__gcra_book(&p->gcra, now);
     return 0;
 }
 
 static int private_acquire(void *state, const char *key, int cancel_fd)
 {
-    struct aio_private *p = state;
+    struct aiometer__private *p = state;
 
     (void)key;
     for (;;) {
         struct pollfd pfd[2] = { { p->sem.fd, POLLIN, 0 }, { cancel_fd, POLLIN, 0 } };
 
-        if (aio_sem_trytake(&p->sem))
+        if (aiometer__sem_trytake(&p->sem))
             return 0;
         if (cancel_fd < 0)
             return EAGAIN;
@@ -177,39 +165,39 @@ static int private_acquire(void *state, const char *key, int cancel_fd)
 
 static void private_release(void *state, const char *key)
 {
-    struct aio_private *p = state;
+    struct aiometer__private *p = state;
 
     (void)key;
-    aio_sem_give(&p->sem);
+    aiometer__sem_give(&p->sem);
 }
 
 static void private_close(void *state)
 {
-    struct aio_private *p = state;
+    struct aiometer__private *p = state;
 
-    aio_sem_destroy(&p->sem);
-    aio_free(p);
+    aiometer__sem_destroy(&p->sem);
+    aiometer__free(p);
 }
 
 static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *lo)
 {
     aiometer_limiter_backend be = { sizeof(be), 0, NULL, NULL, NULL, private_close };
-    struct aio_private *p;
+    struct aiometer__private *p;
     int err;
 
-    p = aio_calloc(1, sizeof(*p));
+    p = aiometer__calloc(1, sizeof(*p));
     if (!p)
         return ENOMEM;
-    p->sem.fd = -1;
+    p->sem.fd = p->sem.wfd = -1; /* no running cap until one is made */
     if (lo->max_per_second > 0 && isfinite(lo->max_per_second)) {
-        aio_gcra_init(&p->gcra, lo->max_per_second, lo->max_burst);
+        aiometer__gcra_init(&p->gcra, lo->max_per_second, lo->max_burst);
         p->has_rate = 1;
         be.book = private_book;
     }
     if (lo->max_at_once) {
-        err = aio_sem_init(&p->sem, lo->max_at_once);
+        err = aiometer__sem_init(&p->sem, lo->max_at_once);
         if (err) {
-            aio_free(p);
+            aiometer__free(p);
             return err;
         }
         be.acquire = private_acquire;
@@ -224,9 +212,9 @@ static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *
 int aiometer_limiter_create(aiometer_limiter **lim, double rate, size_t burst)
 {
     aiometer_limiter_options lo = { rate, burst, 0 };
-    struct aio_gcra probe;
+    struct aiometer__gcra probe;
 
-    if (!lim || aio_gcra_init(&probe, rate, burst))
+    if (!lim || aiometer__gcra_init(&probe, rate, burst))
         return EINVAL;
     return private_open(lim, &lo);
 }
@@ -234,7 +222,7 @@ int aiometer_limiter_create(aiometer_limiter **lim, double rate, size_t burst)
 int aiometer_limiter_open(aiometer_limiter **lim, const char *name,
                           const aiometer_limiter_options *lo)
 {
-    if (!lim || aio_limiter_options_check(lo, AIO_PRIVATE_MAX_AT_ONCE))
+    if (!lim || aiometer__limiter_options_check(lo, AIOMETER__PRIVATE_MAX_AT_ONCE))
         return EINVAL;
     if (name)
         return ENOSYS; /* host-wide limiters: not built yet */

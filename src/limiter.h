@@ -12,8 +12,8 @@
  * The whole state is the one atomic word TAT, updated by compare-and-swap, so
  * a limiter shared by many calls in many threads needs no lock.  TAT only
  * ever grows.  A fresh limiter has TAT = 0: its whole burst is available. */
-#ifndef AIO_LIMITER_H
-#define AIO_LIMITER_H
+#ifndef AIOMETER__LIMITER_H
+#define AIOMETER__LIMITER_H
 
 #include "aiometer.h"
 
@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct aio_gcra {
+struct aiometer__gcra {
     _Atomic uint64_t tat; /* theoretical arrival time of the next start */
     uint64_t interval;    /* T, in ns, >= 1 */
     uint64_t tolerance;   /* tau = T * (burst - 1), in ns */
@@ -29,14 +29,14 @@ struct aio_gcra {
 
 /* rate in starts per second (finite, > 0, at most 1e9), burst 0 meaning 1.
  * 0 or EINVAL.  T and tau are held at 2^62 ns at most. */
-int aio_gcra_init(struct aio_gcra *g, double rate, size_t burst);
+int aiometer__gcra_init(struct aiometer__gcra *g, double rate, size_t burst);
 
 /* Book one start asked for at time now; returns the granted time (>= now). */
-uint64_t aio_gcra_book(struct aio_gcra *g, uint64_t now);
+uint64_t aiometer__gcra_book(struct aiometer__gcra *g, uint64_t now);
 
 /* Check limiter options as aiometer_limiter_open does, without side
  * effects: 0 or EINVAL.  max_at_once must be at most `max_cap`. */
-int aio_limiter_options_check(const aiometer_limiter_options *lo, size_t max_cap);
+int aiometer__limiter_options_check(const aiometer_limiter_options *lo, size_t max_cap);
 
 /* The public aiometer_limiter: a backend and its state. */
 struct aiometer_limiter {
@@ -46,6 +46,6 @@ struct aiometer_limiter {
 };
 
 /* The most running slots a private limiter has. */
-#define AIO_PRIVATE_MAX_AT_ONCE 65535
+#define AIOMETER__PRIVATE_MAX_AT_ONCE 65535
 
 #endif

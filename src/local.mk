@@ -1,15 +1,24 @@
 # The library.  One concept per file; see the README's "Source layout".
 lib_LTLIBRARIES = src/libaiometer.la
 src_libaiometer_la_SOURCES = \
+	src/list.h src/task.h \
 	src/clock.c src/clock.h \
-	src/sync.c src/sync.h \
+	src/syscalls.c src/syscalls.h \
+	src/fdsem.c src/fdsem.h \
+	src/pool.c src/pool.h \
 	src/limiter.c src/limiter.h \
 	src/completion.c src/completion.h \
 	src/call.c src/call.h \
-	src/pool.c src/pool.h \
+	src/claim.c \
+	src/jobloop.c \
+	src/ratewait.c \
+	src/policy.c \
+	src/cancel.c \
+	src/cancelfd.c \
+	src/progress.c \
 	src/run.c \
 	src/amap.c \
-	src/misc.c
+	src/version.c
 src_libaiometer_la_CPPFLAGS = $(AM_CPPFLAGS) -DAIOMETER_BUILDING
 src_libaiometer_la_CFLAGS = $(AM_CFLAGS) $(VISIBILITY_CFLAGS)
 src_libaiometer_la_LIBADD = $(PTHREAD_LIBS) $(LIBM)

@@ -1,81 +1,73 @@
-/* pool.c - worker threads, the pool's list of calls, the default pool, and
- * what happens to pools across fork(). */
+/* pool.c - worker threads, the pool's queue of tasks, the default pool,
+ * and what happens to pools across fork(). */
 #include "config.h"
 #include "pool.h"
-#include "call.h"
-#include "sync.h"
+#include "syscalls.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef HAVE_SYS_PRCTL_H
 #include <sys/prctl.h>
 #endif
 
+/* Locking: lock guards every field that is not atomic, and the node of
+ * every task in the queue. */
+struct aiometer_pool {
+    pthread_mutex_t lock;
+    /* Idle workers wait here for a task to help.  Signalled by
+     * aiometer__pool_post() (once per helper wanted), broadcast at shutdown. */
+    pthread_cond_t work_cv;
+    struct aiometer__list queue;        /* tasks that may want helpers */
+    pthread_t *threads;           /* max_threads entries, nthreads started */
+    size_t max_threads;
+    size_t nthreads;
+    size_t nidle;                 /* workers waiting on work_cv */
+    size_t wakeups;               /* signals sent that no worker has taken yet */
+    int shutdown;
+    int is_default;
+    unsigned long timer_slack_ns; /* set on each worker; 0: leave it */
+    atomic_size_t calls;          /* calls in flight: destroy says EBUSY */
+    /* The registry of all pools, for fork; guarded by registry_lock. */
+    struct aiometer__list reg;
+};
+
 /* Workers sleep with 1 ns of timer slack by default: a rate wait or a job's
  * nanosleep then ends within microseconds of its time instead of the 50 us
  * the kernel allows by default.  AIOMETER_TIMER_SLACK_NS overrides it (0
  * leaves the kernel's default alone). */
-#define AIO_DEFAULT_TIMER_SLACK_NS 1UL
+#define AIOMETER__DEFAULT_TIMER_SLACK_NS 1UL
 
 /* Every pool, so that fork() can put them right in the child.  Lock order:
  * default_lock, then registry_lock, then each pool's lock. */
 static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static aiometer_pool *registry;
+static struct aiometer__list registry = { &registry, &registry };
 static aiometer_pool *_Atomic default_pool;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-_Thread_local int aio_on_worker;
-/* The pool of this worker thread, for aio_pool_worker_lost(). */
-static _Thread_local aiometer_pool *worker_pool;
+_Thread_local int aiometer__on_worker;
 
-/* ---- the list of calls (pool->lock held) ---------------------------------------- */
+/* ---- the queue of tasks (pool->lock held) -------------------------------------- */
 
-static void list_unlink(aiometer_pool *p, struct aio_call *c)
+/* A task this worker can help with, joined; or NULL.  Tasks with nothing
+ * left to take are dropped from the queue on the way. */
+static struct aiometer__task *pick_task(aiometer_pool *p)
 {
-    if (!c->queued)
-        return;
-    if (c->q_prev)
-        c->q_prev->q_next = c->q_next;
-    else
-        p->head = c->q_next;
-    if (c->q_next)
-        c->q_next->q_prev = c->q_prev;
-    else
-        p->tail = c->q_prev;
-    c->q_prev = c->q_next = NULL;
-    c->queued = 0;
-}
+    struct aiometer__list *n, *next;
 
-static void list_append(aiometer_pool *p, struct aio_call *c)
-{
-    if (c->queued)
-        return;
-    c->q_next = NULL;
-    c->q_prev = p->tail;
-    if (p->tail)
-        p->tail->q_next = c;
-    else
-        p->head = c;
-    p->tail = c;
-    c->queued = 1;
-}
-
-/* A call this worker can help with, joined; or NULL.  Calls with nothing
- * left to claim are dropped from the list on the way. */
-static struct aio_call *pick_call(aiometer_pool *p)
-{
-    struct aio_call *c = p->head, *next;
-
-    for (; c; c = next) {
-        next = c->q_next;
-        if (!aio_call_has_work(c)) {
-            list_unlink(p, c);
+    for (n = p->queue.next; n != &p->queue; n = next) {
+        struct aiometer__task *t = aiometer__list_entry(n, struct aiometer__task, node);
+        next = n->next;
+        if (!t->ops->has_work(t)) {
+            aiometer__list_remove(n);
             continue;
         }
-        if (aio_call_join(c))
-            return c;
+        if (t->ops->join(t))
+            return t;
     }
     return NULL;
 }
@@ -85,23 +77,18 @@ static struct aio_call *pick_call(aiometer_pool *p)
 static void *worker_main(void *arg)
 {
     aiometer_pool *p = arg;
-    struct aio_call *c;
-    int cs;
+    struct aiometer__task *t;
 
-    aio_on_worker = 1;
-    worker_pool = p;
-    /* A pool thread belongs to the library: pthread_cancel must not cut
-     * one short in the middle of a call (see aio_nocancel_begin). */
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+    aiometer__on_worker = 1;
 #if defined(HAVE_SYS_PRCTL_H) && defined(PR_SET_TIMERSLACK)
     if (p->timer_slack_ns)
         prctl(PR_SET_TIMERSLACK, p->timer_slack_ns, 0, 0, 0);
 #endif
-    aio_lock(&p->lock);
+    aiometer__lock(&p->lock);
     while (!p->shutdown) {
-        c = pick_call(p);
-        if (!c) {
-            /* Wait for aio_pool_post() or shutdown; the loop re-checks
+        t = pick_task(p);
+        if (!t) {
+            /* Wait for aiometer__pool_post() or shutdown; the loop re-checks
              * both, so spurious wake-ups are harmless. */
             p->nidle++;
             pthread_cond_wait(&p->work_cv, &p->lock);
@@ -110,22 +97,23 @@ static void *worker_main(void *arg)
                 p->wakeups--;
             continue;
         }
-        aio_unlock(&p->lock);
-        /* Joined: the call cannot end before we leave it. */
-        aio_call_work(c, 0);
-        aio_call_leave(c);
-        aio_lock(&p->lock);
+        aiometer__unlock(&p->lock);
+        /* Joined: the task cannot end before we leave it. */
+        t->ops->work(t);
+        t->ops->leave(t);
+        aiometer__lock(&p->lock);
     }
-    aio_unlock(&p->lock);
+    aiometer__unlock(&p->lock);
     return NULL;
 }
 
-size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers)
+size_t aiometer__pool_post(aiometer_pool *p, struct aiometer__task *t, size_t helpers)
 {
     size_t spare, start, wake, have;
 
-    aio_lock(&p->lock);
-    list_append(p, c);
+    aiometer__lock(&p->lock);
+    if (!aiometer__list_linked(&t->node))
+        aiometer__list_append(&p->queue, &t->node);
     /* Idle workers not already woken for another call can come at once;
      * start new threads for the rest, within the pool's size. */
     spare = p->nidle > p->wakeups ? p->nidle - p->wakeups : 0;
@@ -135,17 +123,14 @@ size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers)
     while (start--) {
         /* A thread that cannot be started is not an error while the pool
          * has others (or the caller) to run the jobs. */
-        if (aio_thread_create(&p->threads[p->nthreads], worker_main, p) != 0) {
-            p->start_failed = 1;
+        if (aiometer__thread_create(&p->threads[p->nthreads], worker_main, p) != 0)
             break;
-        }
-        p->start_failed = 0;
         p->nthreads++;
     }
     wake = helpers < spare ? helpers : spare;
     p->wakeups += wake;
     have = p->nthreads;
-    aio_unlock(&p->lock);
+    aiometer__unlock(&p->lock);
     /* Wake after unlocking: a woken worker's first act is to take the lock,
      * and would otherwise block on it and need a second wake-up.  The
      * waiters counted in `spare` are inside pthread_cond_wait (they went in
@@ -159,64 +144,60 @@ size_t aio_pool_post(aiometer_pool *p, struct aio_call *c, size_t helpers)
     return have;
 }
 
-void aio_pool_worker_lost(void)
-{
-    aiometer_pool *p = worker_pool;
-    pthread_t self = pthread_self();
-
-    if (!p)
-        return;
-    /* The pool cannot be freed meanwhile: this thread is still a
-     * participant of one of its calls. */
-    aio_lock(&p->lock);
-    for (size_t i = 0; i < p->nthreads; i++) {
-        if (pthread_equal(p->threads[i], self)) {
-            p->threads[i] = p->threads[--p->nthreads];
-            pthread_detach(self);
-            break;
-        }
-    }
-    aio_unlock(&p->lock);
-    worker_pool = NULL;
-    aio_on_worker = 0;
-}
-
-int aio_pool_saturated(aiometer_pool *p)
+int aiometer__pool_saturated(aiometer_pool *p)
 {
     int busy;
 
-    aio_lock(&p->lock);
-    /* A pool that cannot grow is as full as one that may not: a caller with
-     * a deadline that waited for a thread that cannot start would make no
-     * progress until its deadline. */
-    busy = (p->nthreads >= p->max_threads || p->start_failed) && p->nidle <= p->wakeups;
-    aio_unlock(&p->lock);
+    aiometer__lock(&p->lock);
+    busy = p->nthreads >= p->max_threads && p->nidle <= p->wakeups;
+    aiometer__unlock(&p->lock);
     return busy;
 }
 
-void aio_pool_unlink(aiometer_pool *p, struct aio_call *c)
+void aiometer__pool_unlink(aiometer_pool *p, struct aiometer__task *t)
 {
-    aio_lock(&p->lock);
-    list_unlink(p, c);
-    aio_unlock(&p->lock);
+    aiometer__lock(&p->lock);
+    if (aiometer__list_linked(&t->node))
+        aiometer__list_remove(&t->node);
+    aiometer__unlock(&p->lock);
+}
+
+size_t aiometer__pool_size(const aiometer_pool *p)
+{
+    return p->max_threads;
+}
+
+unsigned long aiometer__pool_timer_slack(const aiometer_pool *p)
+{
+    return p->timer_slack_ns;
+}
+
+void aiometer__pool_hold(aiometer_pool *p)
+{
+    atomic_fetch_add(&p->calls, 1);
+}
+
+void aiometer__pool_release(aiometer_pool *p)
+{
+    atomic_fetch_sub(&p->calls, 1);
 }
 
 /* ---- fork ---------------------------------------------------------------- */
 
 static void fork_prepare(void)
 {
-    aio_lock(&default_lock);
-    aio_lock(&registry_lock);
-    for (aiometer_pool *p = registry; p; p = p->reg_next)
-        aio_lock(&p->lock);
+    aiometer__lock(&default_lock);
+    aiometer__lock(&registry_lock);
+    for (struct aiometer__list *n = registry.next; n != &registry; n = n->next)
+        aiometer__lock(&aiometer__list_entry(n, aiometer_pool, reg)->lock);
 }
 
 static void fork_parent(void)
 {
-    for (aiometer_pool *p = registry; p; p = p->reg_next)
-        aio_unlock(&p->lock);
-    aio_unlock(&registry_lock);
-    aio_unlock(&default_lock);
+    for (struct aiometer__list *n = registry.next; n != &registry; n = n->next)
+        aiometer__unlock(&aiometer__list_entry(n, aiometer_pool, reg)->lock);
+    aiometer__unlock(&registry_lock);
+    aiometer__unlock(&default_lock);
 }
 
 /* The child has only the thread that forked.  Each pool forgets the threads
@@ -224,26 +205,20 @@ static void fork_parent(void)
  * new threads when next used, as a fresh pool would. */
 static void fork_child(void)
 {
-    /* The forking thread may have been inside a job, even a pool thread's:
-     * in the child it is neither, or aiometer_sleep would poll a cancel
-     * descriptor it shares with the parent while reading its own stale copy
-     * of the call's state, and spin once the parent's call stops. */
-    aio_on_worker = 0;
-    worker_pool = NULL;
-    aio_call_atfork_child();
-    for (aiometer_pool *p = registry; p; p = p->reg_next) {
-        p->head = p->tail = NULL;
+    for (struct aiometer__list *n = registry.next; n != &registry; n = n->next) {
+        aiometer_pool *p = aiometer__list_entry(n, aiometer_pool, reg);
+        /* The tasks queued lived on the stacks of threads that are gone. */
+        aiometer__list_init(&p->queue);
         p->nthreads = p->nidle = p->wakeups = 0;
-        p->start_failed = 0;
         atomic_store(&p->calls, 0);
         /* Waiters on work_cv vanished with their threads; start it anew. */
         memset(&p->work_cv, 0, sizeof(p->work_cv));
-        if (aio_cond_init(&p->work_cv) != 0)
+        if (aiometer__cond_init(&p->work_cv) != 0)
             abort();
-        aio_unlock(&p->lock);
+        aiometer__unlock(&p->lock);
     }
-    aio_unlock(&registry_lock);
-    aio_unlock(&default_lock);
+    aiometer__unlock(&registry_lock);
+    aiometer__unlock(&default_lock);
 }
 
 static void register_atfork(void)
@@ -253,18 +228,21 @@ static void register_atfork(void)
 
 /* ---- creating and destroying ---------------------------------------------------- */
 
-static unsigned long timer_slack_from_env(void)
+/* The environment variable `name` as a number in [min, max], or dflt when
+ * it is unset or anything else. */
+static unsigned long env_number(const char *name, unsigned long dflt, unsigned long min,
+                                unsigned long max)
 {
-    const char *s = getenv("AIOMETER_TIMER_SLACK_NS");
+    const char *s = getenv(name);
     char *end;
     unsigned long v;
 
     if (!s || !*s)
-        return AIO_DEFAULT_TIMER_SLACK_NS;
+        return dflt;
     errno = 0;
     v = strtoul(s, &end, 10);
-    if (errno || *end)
-        return AIO_DEFAULT_TIMER_SLACK_NS;
+    if (errno || *end || v < min || v > max)
+        return dflt;
     return v;
 }
 
@@ -274,40 +252,35 @@ static int pool_new(aiometer_pool **out, size_t threads, int is_default)
     int err;
 
     pthread_once(&atfork_once, register_atfork);
-    p = aio_calloc(1, sizeof(*p));
+    p = aiometer__calloc(1, sizeof(*p));
     if (!p)
         return ENOMEM;
-    p->threads = aio_calloc(threads, sizeof(*p->threads));
+    p->threads = aiometer__calloc(threads, sizeof(*p->threads));
     if (!p->threads) {
-        aio_free(p);
+        aiometer__free(p);
         return ENOMEM;
     }
-    err = aio_mutex_init(&p->lock);
-    if (err)
-        goto fail_lock;
-    err = aio_cond_init(&p->work_cv);
-    if (err)
-        goto fail_cv;
+    {
+        pthread_cond_t *const cvs[] = { &p->work_cv };
+        err = aiometer__sync_init(&p->lock, cvs, 1);
+    }
+    if (err) {
+        aiometer__free(p->threads);
+        aiometer__free(p);
+        return err;
+    }
+    aiometer__list_init(&p->queue);
     p->max_threads = threads;
     p->is_default = is_default;
-    p->timer_slack_ns = timer_slack_from_env();
+    p->timer_slack_ns = env_number("AIOMETER_TIMER_SLACK_NS", AIOMETER__DEFAULT_TIMER_SLACK_NS, 0,
+                                   ULONG_MAX);
     atomic_init(&p->calls, 0);
 
-    aio_lock(&registry_lock);
-    p->reg_next = registry;
-    if (registry)
-        registry->reg_prev = p;
-    registry = p;
-    aio_unlock(&registry_lock);
+    aiometer__lock(&registry_lock);
+    aiometer__list_append(&registry, &p->reg);
+    aiometer__unlock(&registry_lock);
     *out = p;
     return 0;
-
-fail_cv:
-    pthread_mutex_destroy(&p->lock);
-fail_lock:
-    aio_free(p->threads);
-    aio_free(p);
-    return err == ENOMEM ? ENOMEM : EAGAIN;
 }
 
 int aiometer_pool_create(aiometer_pool **pool, size_t threads)
@@ -320,64 +293,44 @@ int aiometer_pool_create(aiometer_pool **pool, size_t threads)
 /* Stop the workers and free the pool; the caller has checked it is idle. */
 static void pool_free(aiometer_pool *p)
 {
-    aio_lock(&p->lock);
+    aiometer__lock(&p->lock);
     p->shutdown = 1;
     pthread_cond_broadcast(&p->work_cv);
-    aio_unlock(&p->lock);
+    aiometer__unlock(&p->lock);
     /* nthreads cannot grow now: posting needs a call in flight. */
     for (size_t i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
 
-    aio_lock(&registry_lock);
-    if (p->reg_prev)
-        p->reg_prev->reg_next = p->reg_next;
-    else
-        registry = p->reg_next;
-    if (p->reg_next)
-        p->reg_next->reg_prev = p->reg_prev;
-    aio_unlock(&registry_lock);
+    aiometer__lock(&registry_lock);
+    aiometer__list_remove(&p->reg);
+    aiometer__unlock(&registry_lock);
 
     pthread_cond_destroy(&p->work_cv);
     pthread_mutex_destroy(&p->lock);
-    aio_free(p->threads);
-    aio_free(p);
+    aiometer__free(p->threads);
+    aiometer__free(p);
 }
 
 int aiometer_pool_destroy(aiometer_pool *pool)
 {
-    int cs;
-
     if (!pool || pool->is_default)
         return EINVAL;
-    aio_lock(&pool->lock);
+    aiometer__lock(&pool->lock);
     if (atomic_load(&pool->calls) != 0) {
-        aio_unlock(&pool->lock);
+        aiometer__unlock(&pool->lock);
         return EBUSY;
     }
-    aio_unlock(&pool->lock);
-    /* Joining the threads must not be cut short half-way. */
-    cs = aio_nocancel_begin();
+    aiometer__unlock(&pool->lock);
     pool_free(pool);
-    aio_nocancel_end(cs, 1);
     return 0;
 }
 
 static size_t default_size(void)
 {
-    const char *s = getenv("AIOMETER_THREADS");
-    char *end;
-    unsigned long v;
-
-    if (!s || !*s)
-        return AIOMETER_DEFAULT_THREADS;
-    errno = 0;
-    v = strtoul(s, &end, 10);
-    if (errno || *end || v == 0 || v > AIOMETER_MAX_THREADS)
-        return AIOMETER_DEFAULT_THREADS;
-    return (size_t)v;
+    return env_number("AIOMETER_THREADS", AIOMETER_DEFAULT_THREADS, 1, AIOMETER_MAX_THREADS);
 }
 
-int aio_pool_resolve(aiometer_pool *p, aiometer_pool **out)
+int aiometer__pool_resolve(aiometer_pool *p, aiometer_pool **out)
 {
     int err = 0;
 
@@ -387,14 +340,16 @@ int aio_pool_resolve(aiometer_pool *p, aiometer_pool **out)
     }
     p = atomic_load_explicit(&default_pool, memory_order_acquire);
     if (!p) {
-        aio_lock(&default_lock);
+        aiometer__lock(&default_lock);
+        /* Relaxed: default_lock orders this load after any store made
+         * under it. */
         p = atomic_load_explicit(&default_pool, memory_order_relaxed);
         if (!p) {
             err = pool_new(&p, default_size(), 1);
             if (!err)
                 atomic_store_explicit(&default_pool, p, memory_order_release);
         }
-        aio_unlock(&default_lock);
+        aiometer__unlock(&default_lock);
     }
     *out = p;
     return err;

@@ -1,7 +1,6 @@
 /*
  * check_core.c - the foundation: pools, run_on_each and run_all, max_at_once,
- * failure and cancellation, bad arguments, many callers, nesting and pool
- * destruction.
+ * failure and cancellation, many callers, nesting and pool destruction.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -18,135 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SEED 0x5eed5eedu
-
 /* Most tests need a few seconds at worst; a deadlock must fail, not hang. */
 #define TEST_TIMEOUT 30
-
-/* Atomic loads under short names, so that a failed assertion reads
- * "ld(&c.calls) == 3" rather than the expansion of atomic_load. */
-static size_t ld(atomic_size_t *a)
-{
-    return atomic_load(a);
-}
-
-static int ldi(atomic_int *a)
-{
-    return atomic_load(a);
-}
-
-/* ---- a general tracked job ------------------------------------------------- */
-
-/* What every tracked job of one call shares. */
-typedef struct tracked_ctx {
-    tu_tracker tr;
-    tu_gate gate;
-    /* If nonzero, each job waits (up to gate_timeout) until that many jobs
-     * have arrived, which makes "this many run at once" observable without
-     * relying on sleeps being long enough. */
-    size_t reach;
-    double gate_timeout;
-    /* Each job then sleeps a random time in [hold_lo, hold_hi) seconds. */
-    double hold_lo, hold_hi;
-    atomic_size_t gate_timeouts;
-    atomic_size_t calls; /* how many times the job function ran */
-} tracked_ctx;
-
-typedef struct tracked_item {
-    tracked_ctx *c;
-    size_t index;
-    atomic_int runs; /* how many times this item's job ran */
-} tracked_item;
-
-static void tracked_init(tracked_ctx *c, size_t reach, double hold_lo, double hold_hi)
-{
-    tu_tracker_init(&c->tr);
-    tu_gate_init(&c->gate);
-    c->reach = reach;
-    c->gate_timeout = 3.0;
-    c->hold_lo = hold_lo;
-    c->hold_hi = hold_hi;
-    atomic_init(&c->gate_timeouts, 0);
-    atomic_init(&c->calls, 0);
-}
-
-static void *tracked_job(void *arg)
-{
-    tracked_item *it = arg;
-    tracked_ctx *c = it->c;
-    atomic_fetch_add(&it->runs, 1);
-    atomic_fetch_add(&c->calls, 1);
-    tu_tracker_enter(&c->tr);
-    /* Once one job has waited in vain, the test has failed: the others do
-     * not wait too, so that it fails in seconds, not in minutes. */
-    if (c->reach > 0) {
-        tu_gate_arrive(&c->gate);
-        if (atomic_load(&c->gate_timeouts) == 0 &&
-            tu_gate_wait_arrived(&c->gate, c->reach, c->gate_timeout) != 0)
-            atomic_fetch_add(&c->gate_timeouts, 1);
-    }
-    if (c->hold_hi > 0)
-        tu_sleep(tu_rand_uniform(SEED, it->index, c->hold_lo, c->hold_hi));
-    tu_tracker_leave(&c->tr);
-    return it;
-}
-
-/* Items and their argument vector, allocated together. */
-typedef struct tracked_set {
-    tracked_item *items;
-    void **args;
-    aiometer_job *jobs;
-    void **results;
-    size_t n;
-} tracked_set;
-
-static void set_init(tracked_set *s, tracked_ctx *c, size_t n)
-{
-    s->n = n;
-    s->items = calloc(n, sizeof *s->items);
-    s->args = calloc(n, sizeof *s->args);
-    s->jobs = calloc(n, sizeof *s->jobs);
-    s->results = calloc(n, sizeof *s->results);
-    /* Not ck_assert: callers may be helper threads. */
-    if (!s->items || !s->args || !s->jobs || !s->results)
-        abort();
-    for (size_t i = 0; i < n; i++) {
-        s->items[i].c = c;
-        s->items[i].index = i;
-        atomic_init(&s->items[i].runs, 0);
-        s->args[i] = &s->items[i];
-        s->jobs[i].fn = tracked_job;
-        s->jobs[i].arg = &s->items[i];
-        s->results[i] = (void *)s; /* a sentinel no job returns */
-    }
-}
-
-static void set_free(tracked_set *s)
-{
-    free(s->items);
-    free(s->args);
-    free(s->jobs);
-    free(s->results);
-}
-
-/* Run the set through run_all (use_all) or run_on_each. */
-static int set_run(tracked_set *s, int use_all, const aiometer_options *o)
-{
-    if (use_all)
-        return aiometer_run_all(s->jobs, s->n, s->results, o);
-    return aiometer_run_on_each(tracked_job, s->args, s->n, o);
-}
-
-/* Every item ran exactly once and, for run_all, its result is in place. */
-static void set_check_complete(tracked_set *s, int use_all)
-{
-    for (size_t i = 0; i < s->n; i++) {
-        ck_assert_msg(atomic_load(&s->items[i].runs) == 1, "job %zu ran %d times", i,
-                      atomic_load(&s->items[i].runs));
-        if (use_all)
-            ck_assert_msg(s->results[i] == &s->items[i], "results[%zu] is wrong", i);
-    }
-}
 
 /* ---- TCase core ------------------------------------------------------------ */
 
@@ -908,103 +780,6 @@ START_TEST(test_nested_failure_isolated)
 }
 END_TEST
 
-/* ---- TCase args ------------------------------------------------------------- */
-
-/* Option sets that are all invalid. */
-static aiometer_options bad_options(size_t k, aiometer_stats *st)
-{
-    aiometer_options o = {.stats = st};
-    switch (k) {
-    case 0: o.max_per_second = -1.0; break;
-    case 1: o.max_per_second = NAN; break;
-    case 2: o.max_per_second = 1.5e9; break;
-    case 3: o.max_per_second = -INFINITY; break;
-    case 4: o.timeout = -1.0; break;
-    case 5: o.timeout = NAN; break;
-    case 6: o.timeout = -INFINITY; break;
-    default: ck_abort();
-    }
-    return o;
-}
-enum { N_BAD_OPTIONS = 7 };
-
-START_TEST(test_bad_args_run_on_each)
-{
-    enum { N = 5 };
-    tracked_ctx c;
-    tracked_set s;
-    tracked_init(&c, 0, 0, 0);
-    set_init(&s, &c, N);
-    ck_assert_int_eq(aiometer_run_on_each(NULL, s.args, N, NULL), EINVAL);
-    ck_assert_int_eq(aiometer_run_on_each(tracked_job, NULL, N, NULL), EINVAL);
-    for (size_t k = 0; k < N_BAD_OPTIONS; k++) {
-        aiometer_stats st, before;
-        memset(&st, 0xa5, sizeof st);
-        before = st;
-        aiometer_options o = bad_options(k, &st);
-        ck_assert_msg(aiometer_run_on_each(tracked_job, s.args, N, &o) == EINVAL,
-                      "bad option set %zu accepted", k);
-        ck_assert_msg(memcmp(&st, &before, sizeof st) == 0, "stats written on EINVAL (%zu)", k);
-    }
-    ck_assert_uint_eq(ld(&c.calls), 0);
-    set_free(&s);
-}
-END_TEST
-
-START_TEST(test_bad_args_run_all)
-{
-    enum { N = 5 };
-    tracked_ctx c;
-    tracked_set s;
-    tracked_init(&c, 0, 0, 0);
-    set_init(&s, &c, N);
-    ck_assert_int_eq(aiometer_run_all(NULL, N, s.results, NULL), EINVAL);
-    ck_assert_int_eq(aiometer_run_all(s.jobs, N, NULL, NULL), EINVAL);
-    /* A NULL function anywhere, even last, is found before anything starts. */
-    s.jobs[N - 1].fn = NULL;
-    ck_assert_int_eq(aiometer_run_all(s.jobs, N, s.results, NULL), EINVAL);
-    s.jobs[N - 1].fn = tracked_job;
-    s.jobs[0].fn = NULL;
-    ck_assert_int_eq(aiometer_run_all(s.jobs, N, s.results, NULL), EINVAL);
-    s.jobs[0].fn = tracked_job;
-    for (size_t k = 0; k < N_BAD_OPTIONS; k++) {
-        aiometer_stats st, before;
-        memset(&st, 0xa5, sizeof st);
-        before = st;
-        aiometer_options o = bad_options(k, &st);
-        ck_assert_msg(aiometer_run_all(s.jobs, N, s.results, &o) == EINVAL,
-                      "bad option set %zu accepted", k);
-        ck_assert_msg(memcmp(&st, &before, sizeof st) == 0, "stats written on EINVAL (%zu)", k);
-    }
-    ck_assert_uint_eq(ld(&c.calls), 0);
-    for (size_t i = 0; i < N; i++)
-        ck_assert_ptr_eq(s.results[i], (void *)&s);
-    /* And the same arguments, made valid, work. */
-    ck_assert_int_eq(aiometer_run_all(s.jobs, N, s.results, NULL), 0);
-    set_check_complete(&s, 1);
-    set_free(&s);
-}
-END_TEST
-
-START_TEST(test_bad_args_pool)
-{
-    aiometer_pool *sentinel = (aiometer_pool *)&sentinel;
-    aiometer_pool *p = sentinel;
-    ck_assert_int_eq(aiometer_pool_create(NULL, 4), EINVAL);
-    ck_assert_int_eq(aiometer_pool_create(&p, 0), EINVAL);
-    ck_assert_ptr_eq(p, sentinel);
-    ck_assert_int_eq(aiometer_pool_create(&p, AIOMETER_MAX_THREADS + 1), EINVAL);
-    ck_assert_ptr_eq(p, sentinel);
-    ck_assert_int_eq(aiometer_pool_create(&p, SIZE_MAX), EINVAL);
-    ck_assert_ptr_eq(p, sentinel);
-    ck_assert_int_eq(aiometer_pool_destroy(NULL), EINVAL);
-    /* The largest size is valid; its threads start only when needed. */
-    ck_assert_int_eq(aiometer_pool_create(&p, AIOMETER_MAX_THREADS), 0);
-    ck_assert_uint_eq(aiometer_pool_threads(p), AIOMETER_MAX_THREADS);
-    ck_assert_int_eq(aiometer_pool_destroy(p), 0);
-}
-END_TEST
-
 /* ---- TCase threads ------------------------------------------------------------ */
 
 typedef struct caller {
@@ -1357,12 +1132,6 @@ Suite *core_suite(void)
     tcase_add_test(tc, test_nested_failure_isolated);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("args");
-    tcase_set_timeout(tc, TEST_TIMEOUT);
-    tcase_add_test(tc, test_bad_args_run_on_each);
-    tcase_add_test(tc, test_bad_args_run_all);
-    tcase_add_test(tc, test_bad_args_pool);
-    suite_add_tcase(s, tc);
 
     tc = tcase_create("threads");
     tcase_set_timeout(tc, TEST_TIMEOUT);

@@ -7,8 +7,15 @@ tests_check_aiometer_SOURCES = \
 	tests/main.c tests/testutil.c tests/testutil.h \
 	tests/check_core.c \
 	tests/check_limiter.c \
-	tests/check_stream.c \
+	tests/check_amap.c \
+	tests/check_ordered.c \
+	tests/check_run_any.c \
+	tests/check_cancel.c \
+	tests/check_deadline.c \
+	tests/check_source.c \
+	tests/check_args.c \
 	tests/check_backend.c \
 	tests/check_defects.c
 tests_check_aiometer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_check_aiometer_LDADD = src/libaiometer.la $(CHECK_LIBS)
+EXTRA_DIST += tests/README

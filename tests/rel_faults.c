@@ -2,9 +2,10 @@
  * rel_faults.c - every allocation and thread-library call the library makes
  * can fail, and each failure is reported (or absorbed) cleanly.
  *
- * In a build configured with --enable-fault-injection, src/sync.c counts the
- * library's fallible calls (aio_calloc, aio_mutex_init, aio_cond_init,
- * aio_thread_create) and can make the k-th one after aio_fault_arm(k) fail.
+ * In a build configured with --enable-fault-injection, src/syscalls.c counts
+ * the library's fallible calls (allocations, mutex, condition variable and
+ * thread creation, and every eventfd, timerfd, epoll set and pipe) and can
+ * make the k-th one after aiometer__fault_arm(k) fail.
  * For k = 1, 2, ... this program arms k and runs a workload that touches
  * every entry point, until a run makes fewer than k fallible calls: then
  * every failure point of the workload has been tried.  For each k it checks
@@ -29,7 +30,7 @@
 
 #include "aiometer.h"
 #include "rel_util.h"
-#include "sync.h"
+#include "syscalls.h"
 
 #ifndef AIOMETER_FAULT_INJECTION
 #error "rel_faults needs a build configured with --enable-fault-injection"
@@ -86,7 +87,7 @@ static const char *fault_step, *cur_step;
 
 static void set_step(const char *what)
 {
-    if (!fault_step && cur_step && current_k > 0 && aio_fault_calls() >= current_k)
+    if (!fault_step && cur_step && current_k > 0 && aiometer__fault_calls() >= current_k)
         fault_step = cur_step;
     cur_step = what;
     snprintf(step, sizeof(step), "k=%ld (fault injected in: %s), step: %s", current_k,
@@ -254,6 +255,51 @@ static void step_run_on_each(aiometer_pool *pool, aiometer_limiter *lim)
     if (!refused(rc, &w)) {
         REL_CHECK(rc == 0, "%s: returned %d", step, rc);
         all_ran_once(&w);
+    }
+
+    /* The cancel descriptor of a call with a deadline is an epoll set over
+     * an eventfd and a timerfd: jobs that ask for it, and jobs that sleep on
+     * it, reach each of the three creations and their failure paths. */
+    set_step("run_on_each with deadline and cancel descriptors");
+    work_init(&w, pool, 12, JOB_SLEEP);
+    for (size_t i = 0; i < w.n; i += 2)
+        w.kind[i] = JOB_FD;
+    memset(&o, 0, sizeof(o));
+    o.pool = pool;
+    o.timeout = 60;
+    rc = aiometer_run_on_each(job, w.args, w.n, &o);
+    if (!refused(rc, &w)) {
+        REL_CHECK(rc == 0, "%s: returned %d", step, rc);
+        all_ran_once(&w);
+    }
+
+    /* A limiter with one running slot: jobs that find it taken wait on the
+     * call's cancel descriptor, so a descriptor that cannot be made stops
+     * the call with that error (EMFILE) and no job runs twice. */
+    set_step("run_on_each with a capped limiter");
+    {
+        aiometer_limiter_options lo = { 0, 0, 1 };
+        aiometer_limiter *cap = NULL;
+
+        rc = aiometer_limiter_open(&cap, NULL, &lo);
+        if (rc != 0) {
+            REL_CHECK(rc == ENOMEM || rc == EMFILE, "%s: limiter_open returned %d", step, rc);
+            out.refused++;
+        } else {
+            work_init(&w, pool, 8, JOB_SLEEP);
+            memset(&o, 0, sizeof(o));
+            o.pool = pool;
+            o.limiter = cap;
+            rc = aiometer_run_on_each(job, w.args, w.n, &o);
+            if (rc == EMFILE) {
+                none_twice(&w);
+                out.refused++;
+            } else if (!refused(rc, &w)) {
+                REL_CHECK(rc == 0, "%s: returned %d", step, rc);
+                all_ran_once(&w);
+            }
+            REL_CHECK(aiometer_limiter_destroy(cap) == 0, "%s: limiter busy", step);
+        }
     }
 
     set_step("run_on_each_source");
@@ -496,7 +542,7 @@ static long default_pool_child(long k)
 
     current_k = k;
     fault_step = cur_step = NULL;
-    aio_fault_arm(k);
+    aiometer__fault_arm(k);
     set_step("run_on_each on the default pool");
     work_init(&w, NULL, 8, JOB_PLAIN);
     rc = aiometer_run_on_each(job, w.args, w.n, NULL);
@@ -513,8 +559,8 @@ static long default_pool_child(long k)
         REL_CHECK(rc == AIOMETER_DONE && taken == w.n, "%s: %d after %zu", step, rc, taken);
         REL_CHECK(aiometer_amap_close(it) == 0, "%s: close", step);
     }
-    calls = aio_fault_calls();
-    aio_fault_arm(0);
+    calls = aiometer__fault_calls();
+    aiometer__fault_arm(0);
     return calls;
 }
 
@@ -572,10 +618,10 @@ int main(void)
         current_k = k;
         memset(&out, 0, sizeof(out));
         fault_step = cur_step = NULL;
-        aio_fault_arm(k);
+        aiometer__fault_arm(k);
         workload(base, base_fds);
-        calls = aio_fault_calls();
-        aio_fault_arm(0);
+        calls = aiometer__fault_calls();
+        aiometer__fault_arm(0);
         if (calls > most)
             most = calls;
         if (verbose)

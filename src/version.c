@@ -1,4 +1,5 @@
-/* misc.c - version and error messages. */
+/* version.c - what the library says about itself: its version, and the
+ * text of the errors it returns. */
 #include "config.h"
 #include "aiometer.h"
 

@@ -1,0 +1,147 @@
+/* claim.c - claiming jobs: the card's bounded queue, as a counter and a
+ * window.
+ *
+ * The card puts jobs in a bounded queue that workers take from.  Here the
+ * jobs are already in the caller's array, so the queue is only the next
+ * index to take: an atomic counter that participants advance with one
+ * compare-and-swap for a whole batch.  No job is ever copied, and the
+ * per-job path takes no lock and allocates nothing.
+ *
+ * The bound is the window: an amap may only claim indices below its
+ * completion queue's window end (completion.h), so at most its buffer's
+ * worth of results are running or waiting to be read; a claimer that meets
+ * the end of the window waits (space_cv) until the consumer makes room.
+ * run_all and run_on_each need no bound: their results go straight to the
+ * caller's array or nowhere.
+ *
+ * A lazy source has no array: claiming pulls arguments from it, under the
+ * call's lock so that it is never called concurrently, and the same window
+ * bounds how far ahead it is pulled. */
+#include "config.h"
+#include "call.h"
+#include "clock.h"
+#include "syscalls.h"
+
+#include <errno.h>
+#include <stdint.h>
+
+int aiometer__call_has_work(struct aiometer__call *c)
+{
+    if (atomic_load(&c->stop) != AIOMETER__GOING)
+        return 0;
+    if (c->source)
+        return !atomic_load(&c->source_done);
+    return atomic_load(&c->next) < c->n;
+}
+
+/* Wait, with c->lock held, until the amap window has room for the next claim
+ * (whose index pos() reads), the call stops, or the window is lifted. */
+static void wait_for_room_locked(struct aiometer__call *c, size_t (*pos)(struct aiometer__call *))
+{
+    c->space_waiters++;
+    while (atomic_load(&c->stop) == AIOMETER__GOING && pos(c) >= aiometer__cq_window(c->cq) &&
+           (c->source || pos(c) < c->n)) {
+        aiometer__cond_wait_until(&c->space_cv, &c->lock,
+                                  aiometer__call_wait_limit(c, AIOMETER__NEVER));
+        aiometer__call_check_deadline_locked(c);
+    }
+    c->space_waiters--;
+    /* The consumer wakes one waiter when room appears; each woken waiter
+     * wakes the next while room remains.  Waking them all at once would
+     * send hundreds of threads after a few slots. */
+    if (c->space_waiters && pos(c) < aiometer__cq_window(c->cq))
+        pthread_cond_signal(&c->space_cv);
+}
+
+static size_t next_pos(struct aiometer__call *c)
+{
+    return atomic_load(&c->next);
+}
+
+static size_t pulled_pos(struct aiometer__call *c)
+{
+    return c->pulled;
+}
+
+/* Claim from a lazy source: up to `want` arguments (into arg[]), pulled only
+ * now that jobs can start.  Sources are called with c->lock held, so never
+ * concurrently.  Returns how many were pulled; their indices follow *first. */
+size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wait, size_t *first,
+                        void **arg)
+{
+    size_t got = 0;
+    int r;
+
+    aiometer__lock(&c->lock);
+    *first = c->pulled;
+    while (got < want) {
+        aiometer__call_check_deadline_locked(c);
+        if (atomic_load(&c->stop) != AIOMETER__GOING || atomic_load(&c->source_done))
+            break;
+        if (c->cq && c->pulled >= aiometer__cq_window(c->cq)) {
+            /* Never wait with arguments in hand: run those first. */
+            if (!may_wait || got)
+                break;
+            wait_for_room_locked(c, pulled_pos);
+            *first = c->pulled;
+            continue;
+        }
+        r = c->source(c->source_state, &arg[got]);
+        if (r == 0) {
+            c->pulled++;
+            got++;
+            continue;
+        }
+        atomic_store(&c->source_done, 1);
+        if (r != AIOMETER_DONE)
+            aiometer__call_stop_locked(c, AIOMETER__STOP_FAILED, r > 0 ? r : EINVAL, c->pulled);
+        else if (c->done_waiters)
+            pthread_cond_broadcast(&c->done_cv);
+        break;
+    }
+    aiometer__unlock(&c->lock);
+    return got;
+}
+
+/* Claim up to `want` consecutive indices of an array input.  Lock-free
+ * unless an amap window is full and we may wait for room. */
+size_t aiometer__claim_array(struct aiometer__call *c, size_t want, int may_wait, size_t *first)
+{
+    size_t cur, limit, k;
+
+    for (;;) {
+        if (c->deadline != AIOMETER__NEVER)
+            aiometer__call_check_deadline(c);
+        if (atomic_load_explicit(&c->stop, memory_order_acquire) != AIOMETER__GOING)
+            return 0;
+        /* Relaxed: the counter only hands out indices.  What a job reads
+         * (the caller's arrays) was written before the call was posted, and
+         * posting goes through the pool's lock, which every participant
+         * took to join. */
+        cur = atomic_load_explicit(&c->next, memory_order_relaxed);
+        limit = c->n;
+        if (c->cq) {
+            size_t w = aiometer__cq_window(c->cq);
+            if (w < limit)
+                limit = w;
+        }
+        if (cur >= limit) {
+            if (cur >= c->n || !may_wait)
+                return 0;
+            aiometer__lock(&c->lock);
+            wait_for_room_locked(c, next_pos);
+            aiometer__unlock(&c->lock);
+            continue;
+        }
+        k = limit - cur;
+        if (k > want)
+            k = want;
+        /* Relaxed for the same reason: the compare-and-swap alone makes
+         * every index go to exactly one claimer. */
+        if (atomic_compare_exchange_weak_explicit(&c->next, &cur, cur + k, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *first = cur;
+            return k;
+        }
+    }
+}

@@ -1,0 +1,145 @@
+/* jobloop.c - the participants' loop: claim a batch of jobs, run each one
+ * (after its limiters allow it), hand its outcome to the call's policy. */
+#include "config.h"
+#include "call.h"
+#include "clock.h"
+
+#include <stdint.h>
+
+_Thread_local struct aiometer__ctx *aiometer__tls;
+
+/* Adaptive batches.  A participant claims one job at a time until it sees
+ * that a whole batch finishes in under AIOMETER__BATCH_GROW_NS; then it doubles the
+ * batch, up to AIOMETER__BATCH_MAX, and halves it again when a batch takes longer
+ * than AIOMETER__BATCH_SHRINK_NS.  So tiny jobs cost one atomic operation per
+ * hundreds of jobs, while a slow job holds back at most the few jobs that
+ * were claimed with it when jobs were still fast. */
+#define AIOMETER__BATCH_MAX 1024
+#define AIOMETER__BATCH_GROW_NS 20000
+#define AIOMETER__BATCH_SHRINK_NS 100000
+
+static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct aiometer__local *L,
+                    size_t j, void *source_arg, int rated, struct aiometer__sink *sink)
+{
+    const struct aiometer__policy *pol = c->policy;
+    aiometer_fn fn;
+    void *arg, *r;
+    int slot = 0;
+
+    /* Relaxed: this is only a shortcut past jobs of a stopped call.  A job
+     * that sees a stale "going" starts as it would have a moment earlier;
+     * the claim that gave it out read stop with acquire. */
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING ||
+        (c->capped && !(slot = aiometer__take_slot(c, j))) ||
+        (rated && !aiometer__wait_rate(c, L, j))) {
+        if (slot)
+            c->shared->be.release(c->shared->state, NULL);
+        if (pol->skip)
+            pol->skip(c, j);
+        return;
+    }
+    if (c->jobs) {
+        fn = c->jobs[j].fn;
+        arg = c->jobs[j].arg;
+    } else {
+        fn = c->fn;
+        arg = c->source ? source_arg : c->args[j];
+    }
+    L->started++;
+    if (c->progress)
+        atomic_fetch_add(&c->p_started, 1);
+    ctx->index = j;
+    ctx->fail_err = 0;
+    r = fn(arg);
+    if (ctx->fail_err) {
+        L->failed++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_failed, 1);
+        if (pol->failure)
+            pol->failure(c, j, ctx->fail_err, r);
+    } else {
+        L->completed++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_completed, 1);
+        if (pol->result)
+            pol->result(c, j, r, sink);
+    }
+    if (slot)
+        c->shared->be.release(c->shared->state, NULL);
+    if (c->progress)
+        aiometer__progress_tick(c);
+}
+
+static void note_running(struct aiometer__call *c)
+{
+    size_t now_running = atomic_fetch_add(&c->running, 1) + 1;
+    size_t peak = atomic_load(&c->peak);
+
+    while (now_running > peak && !atomic_compare_exchange_weak(&c->peak, &peak, now_running))
+        ;
+}
+
+size_t aiometer__call_work(struct aiometer__call *c, int one)
+{
+    struct aiometer__ctx ctx = { c, 0, 0, aiometer__tls };
+    struct aiometer__local L = { 0, 0, 0, 0 };
+    int rated = c->has_rate || (c->shared && c->shared->be.book);
+    int adaptive = !rated && !one;
+    size_t batch = 1, claimed = 0;
+    void *sargs[AIOMETER__SOURCE_BATCH];
+    struct aiometer__sink sink;
+    /* Batches stay within what the source buffer and the sink hold. */
+    size_t max_batch = c->source || c->cq ? AIOMETER__SOURCE_BATCH : AIOMETER__BATCH_MAX;
+
+    sink.n = 0;
+    aiometer__tls = &ctx;
+    for (;;) {
+        size_t first = 0, k, j;
+        uint64_t t0 = 0;
+
+        if (c->source) {
+            k = aiometer__claim_source(c, batch, !one, &first, sargs);
+        } else {
+            size_t want = 1;
+            if (adaptive) {
+                /* Leave enough unclaimed for the others to share the end.
+                 * Relaxed: a stale count only makes the batch a little
+                 * larger or smaller; the claim itself is exact. */
+                size_t left = c->n - atomic_load_explicit(&c->next, memory_order_relaxed);
+                size_t fair = left / (2 * c->slots);
+                want = batch < fair ? batch : (fair ? fair : 1);
+            }
+            k = aiometer__claim_array(c, want, !one, &first);
+        }
+        if (k == 0)
+            break;
+        claimed += k;
+        note_running(c);
+        if (adaptive)
+            t0 = aiometer__now_ns();
+        for (j = first; j < first + k; j++)
+            run_job(c, &ctx, &L, j, c->source ? sargs[j - first] : NULL, rated, &sink);
+        if (c->policy->flush)
+            c->policy->flush(c, &sink);
+        atomic_fetch_sub(&c->running, 1);
+        if (adaptive) {
+            uint64_t d = aiometer__now_ns() - t0;
+            if (d < AIOMETER__BATCH_GROW_NS && batch < max_batch)
+                batch *= 2;
+            else if (d > AIOMETER__BATCH_SHRINK_NS && batch > 1)
+                batch /= 2;
+        }
+        if (one)
+            break;
+    }
+    aiometer__tls = ctx.prev;
+    if (L.started)
+        atomic_fetch_add(&c->started, L.started);
+    if (L.completed)
+        atomic_fetch_add(&c->completed, L.completed);
+    if (L.failed)
+        atomic_fetch_add(&c->failed, L.failed);
+    if (L.rate_wait_ns)
+        atomic_fetch_add(&c->rate_wait_ns, L.rate_wait_ns);
+    return claimed;
+}
