@@ -558,7 +558,7 @@ END_TEST
 
 static tu_tracker open_tracker;
 
-static void *tracked_job(void *arg)
+static void *open_tracked_job(void *arg)
 {
     (void)arg;
     tu_tracker_enter(&open_tracker);
@@ -574,7 +574,7 @@ static void *open_caller(void *arg)
 
     o.limiter = arg;
     o.max_at_once = 8;
-    return (void *)(intptr_t)aiometer_run_on_each(tracked_job, args, 30, &o);
+    return (void *)(intptr_t)aiometer_run_on_each(open_tracked_job, args, 30, &o);
 }
 
 START_TEST(test_open_private_cap_across_calls)
@@ -612,7 +612,7 @@ START_TEST(test_open_private_rate)
     ck_assert_int_eq(aiometer_limiter_open(&lim, NULL, &lo), 0);
     o.limiter = lim;
     t0 = tu_now_ns();
-    ck_assert_int_eq(aiometer_run_on_each(tracked_job, args, 21, &o), 0);
+    ck_assert_int_eq(aiometer_run_on_each(open_tracked_job, args, 21, &o), 0);
     ck_assert_double_ge(tu_since(t0), 0.2 - 0.002);
     ck_assert_uint_le(tu_tracker_peak(&open_tracker), 2);
     ck_assert_int_eq(aiometer_limiter_destroy(lim), 0);
