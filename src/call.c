@@ -145,7 +145,14 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
 
     {
         pthread_cond_t *const cvs[] = { &c->done_cv, &c->stop_cv, &c->space_cv };
-        return aiometer__sync_init(&c->lock, cvs, 3);
+        int err = aiometer__mutex_init(&c->source_lock);
+
+        if (err)
+            return err == ENOMEM ? ENOMEM : EAGAIN;
+        err = aiometer__sync_init(&c->lock, cvs, 3);
+        if (err)
+            pthread_mutex_destroy(&c->source_lock);
+        return err;
     }
 }
 
@@ -348,4 +355,5 @@ void aiometer__call_undo_init(struct aiometer__call *c)
     pthread_cond_destroy(&c->stop_cv);
     pthread_cond_destroy(&c->done_cv);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->source_lock);
 }

@@ -15,8 +15,8 @@
  * caller's array or nowhere.
  *
  * A lazy source has no array: claiming pulls arguments from it, under the
- * call's lock so that it is never called concurrently, and the same window
- * bounds how far ahead it is pulled. */
+ * call's source_lock so that it is never called concurrently, and the same
+ * window bounds how far ahead it is pulled. */
 #include "config.h"
 #include "call.h"
 #include "clock.h"
@@ -64,14 +64,20 @@ static size_t pulled_pos(struct aiometer__call *c)
 }
 
 /* Claim from a lazy source: up to `want` arguments (into arg[]), pulled only
- * now that jobs can start.  Sources are called with c->lock held, so never
- * concurrently.  Returns how many were pulled; their indices follow *first. */
+ * now that jobs can start.  Sources are called under c->source_lock, so
+ * never concurrently, but without c->lock and outside any job: a source is
+ * the user's code and may call anything, aiometer_sleep or a nested call
+ * included, which must neither deadlock on the call's lock nor act on the
+ * job this thread ran last.  Returns how many were pulled; their indices
+ * follow *first. */
 size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wait, size_t *first,
                         void **arg)
 {
+    struct aiometer__ctx *ctx = aiometer__tls;
     size_t got = 0;
     int r;
 
+    aiometer__lock(&c->source_lock);
     aiometer__lock(&c->lock);
     *first = c->pulled;
     while (got < want) {
@@ -82,11 +88,21 @@ size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wai
             /* Never wait with arguments in hand: run those first. */
             if (!may_wait || got)
                 break;
+            aiometer__unlock(&c->source_lock);
             wait_for_room_locked(c, pulled_pos);
+            aiometer__unlock(&c->lock);
+            aiometer__lock(&c->source_lock);
+            aiometer__lock(&c->lock);
             *first = c->pulled;
             continue;
         }
+        aiometer__unlock(&c->lock);
+        aiometer__tls = NULL;
+        ctx->in_source = 1;
         r = c->source(c->source_state, &arg[got]);
+        ctx->in_source = 0;
+        aiometer__tls = ctx;
+        aiometer__lock(&c->lock);
         if (r == 0) {
             c->pulled++;
             got++;
@@ -100,6 +116,7 @@ size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wai
         break;
     }
     aiometer__unlock(&c->lock);
+    aiometer__unlock(&c->source_lock);
     return got;
 }
 
