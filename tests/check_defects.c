@@ -292,6 +292,99 @@ START_TEST(test_exit_on_caller)
 }
 END_TEST
 
+/* A source that ends its pool thread fails the call in the same way. */
+static atomic_int exit_source_pulls;
+
+static int exiting_source(void *state, void **arg)
+{
+    (void)state;
+    if (atomic_fetch_add(&exit_source_pulls, 1) == 3 &&
+        !pthread_equal(pthread_self(), exit_case_main))
+        pthread_exit(NULL);
+    if (atomic_load(&exit_source_pulls) > 40)
+        return AIOMETER_DONE;
+    *arg = NULL;
+    return 0;
+}
+
+static void *short_job(void *arg)
+{
+    tu_sleep(0.002);
+    return arg;
+}
+
+START_TEST(test_exit_in_source)
+{
+    aiometer_pool *pool;
+    aiometer_options o = { 0 };
+    void *args[4] = { 0 };
+
+    exit_case_main = pthread_self();
+    atomic_store(&exit_source_pulls, 0);
+    ck_assert_int_eq(aiometer_pool_create(&pool, 2), 0);
+    o.pool = pool;
+    o.timeout = 30; /* the caller watches: the source runs on pool threads */
+    ck_assert_int_eq(aiometer_run_on_each_source(short_job, exiting_source, NULL, &o),
+                     EOWNERDEAD);
+    ck_assert_int_eq(aiometer_run_on_each(short_job, args, 4, &o), 0);
+    ck_assert_int_eq(aiometer_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* pthread_cancel of a pool thread does nothing: the job it runs goes on
+ * through its own cancellation points and returns. */
+typedef struct pool_cancel_case {
+    tu_gate gate;
+    pthread_t worker;
+    atomic_int done;
+} pool_cancel_case;
+
+static void *cancelled_worker_job(void *arg)
+{
+    pool_cancel_case *pc = arg;
+
+    pc->worker = pthread_self();
+    tu_gate_arrive(&pc->gate);
+    if (tu_gate_wait_open(&pc->gate, 5.0) != 0)
+        return NULL;
+    tu_sleep(0.02);     /* clock_nanosleep: a cancellation point */
+    aiometer_sleep(0.02);
+    atomic_store(&pc->done, 1);
+    return pc;
+}
+
+START_TEST(test_cancel_pool_thread)
+{
+    pool_cancel_case pc;
+    aiometer_pool *pool;
+    aiometer_amap *pc_it;
+    aiometer_options o = { 0 };
+    void *arg = &pc;
+
+    memset(&pc, 0, sizeof pc);
+    tu_gate_init(&pc.gate);
+    ck_assert_int_eq(aiometer_pool_create(&pool, 2), 0);
+    o.pool = pool;
+    /* amap: the job runs on a pool thread while this one is free to
+     * cancel that thread. */
+    ck_assert_int_eq(aiometer_amap_open(&pc_it, cancelled_worker_job, &arg, 1, &o), 0);
+    ck_assert_int_eq(tu_gate_wait_arrived(&pc.gate, 1, 5.0), 0);
+    ck_assert(!pthread_equal(pc.worker, pthread_self()));
+    ck_assert_int_eq(pthread_cancel(pc.worker), 0);
+    tu_gate_open(&pc.gate);
+    {
+        void *r = NULL;
+        ck_assert_int_eq(aiometer_amap_next(pc_it, &r, NULL), 0);
+        ck_assert_ptr_eq(r, &pc);
+        ck_assert_int_eq(aiometer_amap_next(pc_it, &r, NULL), AIOMETER_DONE);
+    }
+    ck_assert_int_eq(aiometer_amap_close(pc_it), 0);
+    ck_assert_int_eq(atomic_load(&pc.done), 1);
+    ck_assert_int_eq(aiometer_pool_destroy(pool), 0);
+    tu_gate_destroy(&pc.gate);
+}
+END_TEST
+
 /* ---- item 3: a source that calls the job-side functions ----------------------- */
 
 enum { SRC_JOBS = 20 };
@@ -766,12 +859,14 @@ Suite *defects_suite(void)
     tcase_add_test(tc, test_cancel_run_any);
     tcase_add_test(tc, test_cancel_amap_next);
     tcase_add_test(tc, test_cancel_in_sleep);
+    tcase_add_test(tc, test_cancel_pool_thread);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("thread_exit");
     tcase_set_timeout(tc, DEFECT_TIMEOUT);
     tcase_add_test(tc, test_exit_on_worker);
     tcase_add_test(tc, test_exit_on_caller);
+    tcase_add_test(tc, test_exit_in_source);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("source_calls");
