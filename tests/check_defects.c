@@ -119,6 +119,7 @@ static void cancel_inside(int which, int with_deadline)
     cancel_case cc;
     pthread_t t;
     void *ret;
+    void *args[CANCEL_JOBS]; /* the amap's input: read while its jobs run */
 
     memset(&cc, 0, sizeof cc);
     tu_gate_init(&cc.gate);
@@ -127,7 +128,6 @@ static void cancel_inside(int which, int with_deadline)
     ck_assert_int_eq(aiometer_pool_create(&cc.pool, 2), 0);
     if (which == VIA_AMAP_NEXT) {
         aiometer_options o = { 0 };
-        void *args[CANCEL_JOBS];
         o.pool = cc.pool;
         for (int i = 0; i < CANCEL_JOBS; i++)
             args[i] = &cc;
@@ -687,6 +687,7 @@ typedef struct fork_case {
     pid_t child;
 } fork_case;
 
+#ifndef UNDER_TSAN
 /* CPU time of this process in seconds. */
 static double cpu_seconds(void)
 {
@@ -744,6 +745,7 @@ static void *forking_job(void *arg)
         return NULL;
     return fc;
 }
+#endif
 
 START_TEST(test_fork_in_job_sleep)
 {
