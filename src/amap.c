@@ -130,7 +130,7 @@ static void wake_for_room_locked(aiometer_amap *it)
 
     if (!c->space_waiters)
         return;
-    pos = c->source ? c->pulled : atomic_load(&c->next);
+    pos = atomic_load(c->source ? &c->pulled : &c->next);
     end = aiometer__cq_window(&it->cq);
     half = it->cq.cap / 2 ? it->cq.cap / 2 : 1;
     if (end > pos && end - pos >= half)

@@ -125,6 +125,7 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
                             : AIOMETER__PROGRESS_NS;
     c->stats_out = opts->stats;
     atomic_init(&c->next, 0);
+    atomic_init(&c->pulled, 0);
     atomic_init(&c->stop, AIOMETER__GOING);
     atomic_init(&c->source_done, 0);
     atomic_init(&c->participants, 0);

@@ -123,6 +123,8 @@ struct aiometer__call {
      * concurrent, and while `pulled` grows; never while waiting for room,
      * which the amap consumer (who may need it to claim) makes. */
     pthread_mutex_t source_lock;
+    atomic_size_t pulled;        /* source: arguments pulled so far; written
+                                  * under source_lock, read anywhere */
 
     /* Guarded by lock. */
     pthread_mutex_t lock;
@@ -141,8 +143,6 @@ struct aiometer__call {
     size_t err_index;     /* and its job's index */
     int err_reported;     /* amap_next returned it */
     void *win_result;     /* run_any */
-    size_t pulled;        /* source: arguments pulled so far (grown
-                           * under source_lock too) */
     int done_waiters;     /* threads waiting on done_cv */
     int space_waiters;    /* threads waiting on space_cv */
     int efd;              /* cancel descriptor handed out (eventfd, epoll
