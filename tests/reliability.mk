@@ -4,8 +4,10 @@
 #                      huge or non-finite values returns a documented error
 #                      and starts nothing
 #   tests/rel_faults   (make check, in a build configured with
-#                      --enable-fault-injection) the k-th allocation or
-#                      thread-library call fails, for every k
+#                      --enable-fault-injection) the k-th allocation,
+#                      thread-library call or descriptor (eventfd, timerfd,
+#                      epoll, pipe) made through src/syscalls.c fails, for
+#                      every k
 #   make stress        tests/rel_stress: 8 threads x 10,000 mixed calls on a
 #                      shared pool and the default pool, nesting, destroy
 #                      racing with calls, fork of a busy process.
@@ -29,8 +31,9 @@ TESTS += tests/rel_hostile
 tests_rel_hostile_SOURCES = tests/rel_hostile.c $(rel_util_sources)
 tests_rel_hostile_LDADD = src/libaiometer.la
 
-# The fault-injection hooks are hidden in the shared library, so the test
-# links the static one (libtool's -static: this program only).
+# The fault-injection hooks (aiometer__fault_arm, declared in
+# src/syscalls.h) are hidden in the shared library, so the test links the
+# static one (libtool's -static: this program only).
 if FAULT_INJECTION
 check_PROGRAMS += tests/rel_faults
 TESTS += tests/rel_faults
