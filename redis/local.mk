@@ -30,3 +30,38 @@ tests_check_redis_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(HIREDIS_CFLAGS)
 tests_check_redis_LDADD = redis/libaiometer-redis.la src/libaiometer.la $(HIREDIS_LIBS) \
 	$(CHECK_LIBS)
 endif
+
+# Man pages (installed with the library) and their check, tests/eco_redis.sh,
+# which also compares the exported symbols with redis/eco_symbols.txt.
+redis_man = redis/man/aiometer_redis_limiter_open.3 redis/man/aiometer_redis_options.3
+EXTRA_DIST += $(redis_man) redis/eco_symbols.txt tests/eco_redis.sh
+if HAVE_REDIS
+man_MANS = $(redis_man)
+TESTS += tests/eco_redis.sh
+endif
+
+# The example: a fleet of processes sharing one quota through Redis.
+if HAVE_REDIS
+noinst_PROGRAMS += examples/fleet_quota
+examples_fleet_quota_SOURCES = examples/fleet_quota.c
+examples_fleet_quota_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/redis
+examples_fleet_quota_LDADD = redis/libaiometer-redis.la src/libaiometer.la $(PTHREAD_LIBS)
+endif
+
+# The Redis benchmark (bench/bench_redis.c): built and run by `make bench`
+# after the core's benchmark, never by `make` or `make check`.
+if HAVE_REDIS
+EXTRA_PROGRAMS += bench/bench_redis
+bench_bench_redis_SOURCES = bench/bench_redis.c tests/redis_util.c tests/redis_util.h
+bench_bench_redis_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/redis -I$(top_srcdir)/tests
+bench_bench_redis_CFLAGS = $(AM_CFLAGS) $(HIREDIS_CFLAGS)
+bench_bench_redis_LDADD = redis/libaiometer-redis.la src/libaiometer.la $(HIREDIS_LIBS) $(PTHREAD_LIBS)
+bench_bench_redis_LDFLAGS = $(AM_LDFLAGS) -no-install
+CLEANFILES += bench/bench_redis$(EXEEXT)
+bench_redis_prog = bench/bench_redis$(EXEEXT)
+endif
+.PHONY: bench-redis
+bench: bench-redis
+bench-redis: $(bench_redis_prog)
+	$(AM_V_at)if test -n '$(bench_redis_prog)'; then $(bench_redis_prog) || test $$? = 77; \
+	else echo "bench-redis: skipped (configured without hiredis)"; fi

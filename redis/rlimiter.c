@@ -137,6 +137,28 @@ int aio_redis_list_push(char ***list, size_t *n, size_t *max, const char *s)
 
 /* ---- the backend --------------------------------------------------------------------- */
 
+/* How long a lower bound of the clock offset is trusted: the server's
+ * TIME follows the wall clock, which NTP may slew or step. */
+#define OFFSET_WINDOW_NS UINT64_C(5000000000)
+
+/* Learn from one booking that the server's clock read server_ns at some
+ * instant before our reply_ns, and return the best lower bound of the
+ * offset (server clock - ours) known now.  The lock is held. */
+static int64_t learn_offset_locked(struct aio_redis_limiter *l, int64_t server_ns,
+                                   uint64_t reply_ns)
+{
+    int64_t lower = server_ns - (int64_t)reply_ns;
+
+    if (reply_ns - l->offset_window_start > OFFSET_WINDOW_NS) {
+        l->offset[1] = l->offset[0];
+        l->offset[0] = INT64_MIN;
+        l->offset_window_start = reply_ns;
+    }
+    if (lower > l->offset[0])
+        l->offset[0] = lower;
+    return l->offset[0] > l->offset[1] ? l->offset[0] : l->offset[1];
+}
+
 static int rl_book(void *state, const char *key, uint64_t now, uint64_t *start)
 {
     struct aio_redis_limiter *l = state;
@@ -147,18 +169,33 @@ static int rl_book(void *state, const char *key, uint64_t now, uint64_t *start)
     (void)key;
     err = aio_redis_run(l, 3, args, -1, &r);
     if (!err) {
-        long long w = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-        uint64_t t = aio_redis_now();
+        uint64_t reply = aio_redis_now();
+        long long w = -1, server_us = 0;
+        int64_t offset, grant;
 
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_INTEGER &&
+            r->element[1]->type == REDIS_REPLY_INTEGER) {
+            w = r->element[0]->integer;
+            server_us = r->element[1]->integer;
+        }
         freeReplyObject(r);
-        /* The server booked at some instant of the round trip; counting
-         * the wait from its end may start a job a little late, never early. */
-        if (t < now)
-            t = now;
-        if (w < 0 || (uint64_t)w >= (AIOMETER_NEVER - t) / 1000)
+        if (w < 0 || server_us <= 0 || (uint64_t)w >= (AIOMETER_NEVER - reply) / 1000) {
             *start = AIOMETER_NEVER;
-        else
-            *start = t + (uint64_t)w * 1000;
+            return 0;
+        }
+        /* The grant is a time on the server's clock.  Mapped onto ours with
+         * a lower bound of the offset between the clocks (the tightest the
+         * round trips so far have given), it is never early, and late by
+         * at most the fastest round trip seen, whatever delayed this one.
+         * Mapping each booking with its own round trip instead would make
+         * every start late by that round trip's own delays, which on a
+         * busy machine jitter by milliseconds. */
+        pthread_mutex_lock(&l->lock);
+        offset = learn_offset_locked(l, server_us * 1000, reply);
+        pthread_mutex_unlock(&l->lock);
+        grant = (server_us + w) * 1000 - offset;
+        *start = grant > (int64_t)now ? (uint64_t)grant : now;
         return 0;
     }
     if (!l->local_mode)
@@ -487,6 +524,7 @@ int aiometer_redis_limiter_open(aiometer_limiter **lim, const char *url, const c
     if (!l)
         return ENOMEM;
     l->stop_fd = -1;
+    l->offset[0] = l->offset[1] = INT64_MIN;
     err = pthread_mutex_init(&l->lock, NULL);
     if (err) {
         free(l);

@@ -54,6 +54,11 @@ struct aio_redis_limiter {
     size_t n_orphans, max_orphans;
     struct aio_redis_waiter *waiters; /* FIFO: the oldest first */
     struct aio_redis_fallback local;
+    /* The server's clock minus ours (ns), at least: the largest
+     * server_time - reply_time seen in this window of OFFSET_WINDOW_NS and
+     * the one before; INT64_MIN when unknown.  See rl_book. */
+    int64_t offset[2];
+    uint64_t offset_window_start;
 };
 
 /* Run the script's operation op with args on a pooled connection: 0 with

@@ -8,7 +8,8 @@
  * 14-digit rounding of Lua's tostring.  Every time is held at 2^53 - 1,
  * so a tiny rate saturates instead of wrapping.
  *
- *   book  T tau           -> microseconds to wait, or -1 for never
+ *   book  T tau           -> {microseconds to wait (-1: never), the server's
+ *                            time of the booking}
  *   take  cap lease token -> {1, 0} granted, or {0, microseconds until the
  *                            oldest lease ends}
  *   give  channel token   -> 1 if the slot was held (and PUBLISH 1 on
@@ -35,12 +36,12 @@
     "if op == 'book' then\n" \
     "  local T, tau = tonumber(ARGV[2]), tonumber(ARGV[3])\n" \
     "  local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0\n" \
-    "  if tat >= LIMIT then return -1 end\n" \
+    "  if tat >= LIMIT then return {-1, now} end\n" \
     "  local grant = math.max(tat - tau, now)\n" \
     "  local nxt = math.max(tat, now) + T\n" \
     "  if nxt > LIMIT then nxt = LIMIT end\n" \
     "  redis.call('SET', KEYS[1], s(nxt), 'PX', s(math.floor((nxt - now) / 1000) + 1))\n" \
-    "  return grant - now\n" \
+    "  return {grant - now, now}\n" \
     "elseif op == 'take' then\n" \
     "  local cap, lease = tonumber(ARGV[2]), tonumber(ARGV[3])\n" \
     "  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', s(now))\n" \
