@@ -232,18 +232,22 @@ END_TEST
 #define RATE_SECONDS 3.0
 #define RATE_MAX_STAMPS 4096
 
-static unsigned long long stamps[RATE_MAX_STAMPS];
+static unsigned long long stamps[RATE_MAX_STAMPS], mono[RATE_MAX_STAMPS];
 static atomic_size_t n_stamps;
 
-/* A job that records its start on the server's clock. */
+/* A job that records its start on CLOCK_MONOTONIC, which all processes of
+ * this machine share, and then on the server's clock (a round trip later). */
 static void *stamp_job(void *arg)
 {
+    unsigned long long t = tu_now_ns() / 1000;
     redisContext *c = job_redis();
     size_t i = atomic_fetch_add(&n_stamps, 1);
 
     (void)arg;
-    if (c && i < RATE_MAX_STAMPS)
+    if (c && i < RATE_MAX_STAMPS) {
+        mono[i] = t;
         stamps[i] = ru_time_us(c);
+    }
     return NULL;
 }
 
@@ -274,6 +278,7 @@ static void rate_child(void *arg, int wfd)
         n = RATE_MAX_STAMPS;
     write_all(wfd, &n, sizeof(n));
     write_all(wfd, stamps, n * sizeof(stamps[0]));
+    write_all(wfd, mono, n * sizeof(mono[0]));
 }
 
 static int cmp_ull(const void *a, const void *b)
@@ -286,11 +291,12 @@ static int cmp_ull(const void *a, const void *b)
 START_TEST(test_fleet_rate)
 {
     static unsigned long long all[RATE_PROCS * RATE_MAX_STAMPS];
+    static unsigned long long allm[RATE_PROCS * RATE_MAX_STAMPS];
     static const double windows[] = { 0.1, 0.5, 1.0 };
     int go[2], rfd[RATE_PROCS];
     pid_t pid[RATE_PROCS];
     size_t total = 0, i, j, w;
-    double span, bound;
+    double span, bound, bound_mono;
 
     ck_assert_int_eq(pipe(go), 0);
     for (i = 0; i < RATE_PROCS; i++)
@@ -303,30 +309,38 @@ START_TEST(test_fleet_rate)
 
         ck_assert_int_eq(read_all(rfd[i], &n, sizeof(n)), 0);
         ck_assert_int_eq(read_all(rfd[i], all + total, n * sizeof(all[0])), 0);
+        ck_assert_int_eq(read_all(rfd[i], allm + total, n * sizeof(allm[0])), 0);
         total += n;
         ck_assert_int_eq(child_status(pid[i]), 0);
     }
     qsort(all, total, sizeof(all[0]), cmp_ull);
+    qsort(allm, total, sizeof(allm[0]), cmp_ull);
     span = (double)(all[total - 1] - all[0]) / 1e6;
     bound = RATE_BURST + RATE * span;
     printf("fleet rate: %zu starts in %.3f s on the server's clock (%.1f/s); GCRA bound %.1f\n",
            total, span, total / span, bound);
     ck_assert_msg(span > RATE_SECONDS - 0.5, "span %.3f s", span);
-    ck_assert_msg(total <= bound * 1.01 + 2, "%zu starts, bound %.1f", total, bound);
+    /* The ends of the server's span may each be a round trip late: 20 ms
+     * of room.  On the shared monotonic clock the bound is tight. */
+    ck_assert_msg(total <= bound + RATE * 0.02 + 2, "%zu starts, bound %.1f", total, bound);
+    bound_mono = RATE_BURST + RATE * (double)(allm[total - 1] - allm[0]) / 1e6;
+    ck_assert_msg(total <= bound_mono + 2, "%zu starts, bound %.1f on CLOCK_MONOTONIC", total,
+                  bound_mono);
     ck_assert_msg(total >= 0.95 * bound, "%zu starts, under 95%% of %.1f", total, bound);
-    /* No window of the run saw more than the bound (with a little room for
-     * the jitter between a start and its TIME stamp). */
+    /* No window of the run saw more than the bound.  The starts are taken
+     * on the machine's monotonic clock here: their TIME stamps come a round
+     * trip later, which on a loaded machine bunches them by milliseconds. */
     for (w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
         size_t most = 0;
         double limit = RATE_BURST + RATE * windows[w];
 
         for (i = 0, j = 0; i < total; i++) {
-            while (j < total && all[j] - all[i] <= (unsigned long long)(windows[w] * 1e6))
+            while (j < total && allm[j] - allm[i] <= (unsigned long long)(windows[w] * 1e6))
                 j++;
             if (j - i > most)
                 most = j - i;
         }
-        ck_assert_msg(most <= limit * 1.05 + 3, "%zu starts in %.1f s, bound %.1f", most,
+        ck_assert_msg(most <= limit * 1.02 + 2, "%zu starts in %.1f s, bound %.1f", most,
                       windows[w], limit);
     }
 }
@@ -790,7 +804,10 @@ Suite *redis_suite(void)
     tcase_add_test(t, test_password);
     suite_add_tcase(s, t);
 
+    /* The fleet and failure cases measure rates and delays: tagged
+     * "timing", so that runs under valgrind can leave them out. */
     t = tcase_create("fleet");
+    tcase_set_tags(t, "timing");
     tcase_add_checked_fixture(t, server_up, server_down);
     tcase_set_timeout(t, 30);
     tcase_add_test(t, test_fleet_rate);
@@ -801,10 +818,18 @@ Suite *redis_suite(void)
     suite_add_tcase(s, t);
 
     t = tcase_create("failures");
+    tcase_set_tags(t, "timing");
     tcase_add_checked_fixture(t, server_up, server_down);
     tcase_set_timeout(t, 30);
     tcase_add_test(t, test_stopped_server_fail);
     tcase_add_test(t, test_stopped_server_local);
+    suite_add_tcase(s, t);
+
+    /* Not timing-bound: these also run under valgrind (CK_EXCLUDE_TAGS=timing),
+     * where the restart shows that reconnections leak nothing. */
+    t = tcase_create("reconnect");
+    tcase_add_checked_fixture(t, server_up, server_down);
+    tcase_set_timeout(t, 60);
     tcase_add_test(t, test_server_restart);
     tcase_add_test(t, test_tiny_rates);
     suite_add_tcase(s, t);
