@@ -6,8 +6,8 @@ lib_LTLIBRARIES += redis/libaiometer-redis.la
 include_HEADERS += redis/aiometer_redis.h
 pkgconfig_DATA += aiometer-redis.pc
 redis_libaiometer_redis_la_SOURCES = \
-	redis/conn.c redis/conn.h \
-	redis/script.h \
+	redis/url.c redis/conn.c redis/conn.h \
+	redis/script.h redis/run.c \
 	redis/rlimiter.c redis/rlimiter.h \
 	redis/threads.c \
 	redis/fallback.c
