@@ -379,13 +379,15 @@ static void set_limits(struct aio_redis_limiter *l, const aiometer_limiter_optio
 }
 
 /* The first connection: the server is there, lets us in and runs the
- * script, or the open fails. */
+ * script, or the open fails.  A few round trips also give a first lower
+ * bound of the offset between the server's clock and ours, so that the
+ * first bookings are not mapped with a poor one. */
 static int first_contact(struct aio_redis_limiter *l)
 {
     const char *args[1] = { "check" };
     struct aio_redis_conn *c;
     redisReply *r;
-    int err;
+    int err, i;
 
     err = aio_redis_connect(&l->pool, &c);
     if (err)
@@ -396,10 +398,17 @@ static int first_contact(struct aio_redis_limiter *l)
         return err;
     }
     aio_redis_put(&l->pool, c);
-    err = aio_redis_run(l, 1, args, -1, &r);
-    if (err)
-        return err == EPROTO ? ENOTSUP : err;
-    freeReplyObject(r);
+    for (i = 0; i < 4; i++) {
+        err = aio_redis_run(l, 1, args, -1, &r);
+        if (err)
+            return err == EPROTO ? ENOTSUP : err;
+        if (r->type != REDIS_REPLY_INTEGER || r->integer <= 0) {
+            freeReplyObject(r);
+            return ENOTSUP;
+        }
+        learn_offset_locked(l, r->integer * 1000, aio_redis_now());
+        freeReplyObject(r);
+    }
     return 0;
 }
 

@@ -15,7 +15,7 @@
  *   give  channel token   -> 1 if the slot was held (and PUBLISH 1 on
  *                            channel to wake waiters), else 0
  *   renew lease token...  -> how many of the tokens still held a slot
- *   check                 -> 1 (the server runs scripts and TIME)
+ *   check                 -> the server's time (it runs scripts and TIME)
  *
  * Each key expires once nothing in it lies in the future: the rate key when
  * its schedule has passed, the slot set when its last lease has ended. */
@@ -67,7 +67,7 @@
     "  if n > 0 then keep(KEYS[2], lease) end\n" \
     "  return n\n" \
     "elseif op == 'check' then\n" \
-    "  return 1\n" \
+    "  return now\n" \
     "end\n" \
     "return redis.error_reply('aiometer: unknown operation')\n"
 
