@@ -324,6 +324,12 @@ static int check_options(const char *key, const aiometer_limiter_options *lo,
     return 0;
 }
 
+/* "aiometer:{key}:suffix".  The braces make {key} the hash tag of every
+ * key of the limiter, so that one script may touch them all on a Redis
+ * Cluster.  Per-key limits (one budget per job key) are meant to add keys
+ * "aiometer:{key}:k:<length of the job key>:<job key>:rate" (and ":run")
+ * under the same tag; the length keeps any job key, colons included, from
+ * colliding with another or with the limiter's own keys. */
 static char *key_name(const char *key, const char *suffix)
 {
     size_t n = strlen("aiometer:{}:") + strlen(key) + strlen(suffix) + 1;
@@ -392,7 +398,7 @@ static int first_contact(struct aio_redis_limiter *l)
     err = aio_redis_connect(&l->pool, &c);
     if (err)
         return err;
-    err = aio_redis_load_script(l, c);
+    err = aio_redis_load_script(l, c, l->sha);
     if (err) {
         aio_redis_close(c);
         return err;

@@ -67,9 +67,9 @@ struct aio_redis_limiter {
 int aio_redis_run(struct aio_redis_limiter *l, int argc, const char **args, int cancel_fd,
                   redisReply **reply);
 
-/* SCRIPT LOAD on c: 0 (and the SHA in l->sha); EACCES; ENOTSUP; or the
+/* SCRIPT LOAD on c: 0 (and the SHA in sha); EACCES; ENOTSUP; or the
  * connection's error. */
-int aio_redis_load_script(struct aio_redis_limiter *l, struct aio_redis_conn *c);
+int aio_redis_load_script(struct aio_redis_limiter *l, struct aio_redis_conn *c, char sha[41]);
 
 /* Append s (copied) to a list of strings.  The lock is held. */
 int aio_redis_list_push(char ***list, size_t *n, size_t *max, const char *s);

@@ -28,7 +28,7 @@ static int reply_error(const redisReply *r)
 }
 
 /* SCRIPT LOAD on c: 0 (and the SHA in l->sha), or an errno value. */
-int aio_redis_load_script(struct aio_redis_limiter *l, struct aio_redis_conn *c)
+int aio_redis_load_script(struct aio_redis_limiter *l, struct aio_redis_conn *c, char sha[41])
 {
     const char *argv[3] = { "SCRIPT", "LOAD", AIO_REDIS_SCRIPT };
     redisReply *r;
@@ -38,7 +38,7 @@ int aio_redis_load_script(struct aio_redis_limiter *l, struct aio_redis_conn *c)
     if (err)
         return err;
     if (r->type == REDIS_REPLY_STRING && r->len == 40)
-        memcpy(l->sha, r->str, 41);
+        memcpy(sha, r->str, 41);
     else
         err = r->type == REDIS_REPLY_ERROR && reply_error(r) == EACCES ? EACCES : ENOTSUP;
     freeReplyObject(r);
@@ -59,6 +59,7 @@ int aio_redis_run(struct aio_redis_limiter *l, int argc, const char **args, int 
     for (attempt = 0; attempt < 2; attempt++) {
         struct aio_redis_conn *c;
         redisReply *r;
+        char sha[41];
 
         err = aio_redis_get(&l->pool, &c);
         if (err)
@@ -74,7 +75,9 @@ int aio_redis_run(struct aio_redis_limiter *l, int argc, const char **args, int 
         if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !reloaded) {
             freeReplyObject(r);
             reloaded = 1;
-            err = aio_redis_load_script(l, c);
+            /* The same text has the same SHA: l->sha, written once at
+             * open, stays right and is never written again. */
+            err = aio_redis_load_script(l, c, sha);
             if (err) {
                 aio_redis_drop(&l->pool, c, err);
                 return err;
