@@ -346,13 +346,14 @@ START_TEST(test_fleet_rate)
      * of room.  On the shared monotonic clock the bound is tight. */
     ck_assert_msg(total <= bound + RATE * 0.02 + 2, "%zu starts, bound %.1f", total, bound);
     bound_mono = RATE_BURST + RATE * (double)(allm[total - 1] - allm[0]) / 1e6;
-    ck_assert_msg(total <= bound_mono + RATE * 0.01 + 2, "%zu starts, bound %.1f on CLOCK_MONOTONIC", total,
+    ck_assert_msg(total <= bound_mono + RATE * 0.02 + 2, "%zu starts, bound %.1f on CLOCK_MONOTONIC", total,
                   bound_mono);
     ck_assert_msg(total >= 0.95 * bound, "%zu starts, under 95%% of %.1f", total, bound);
     /* No window of the run saw more than the bound.  The starts are taken
      * on the machine's monotonic clock here: their TIME stamps come a round
      * trip later, which on a loaded machine bunches them by milliseconds.
-     * A start may be late (never early) by a wake-up: 10 ms of room. */
+     * A start may be late (never early) by a wake-up, and late starts
+     * bunch into the window after them: 20 ms of room. */
     for (w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
         size_t most = 0;
         double limit = RATE_BURST + RATE * windows[w];
@@ -363,7 +364,7 @@ START_TEST(test_fleet_rate)
             if (j - i > most)
                 most = j - i;
         }
-        ck_assert_msg(most <= limit + RATE * 0.01 + 2, "%zu starts in %.1f s, bound %.1f", most,
+        ck_assert_msg(most <= limit + RATE * 0.02 + 2, "%zu starts in %.1f s, bound %.1f", most,
                       windows[w], limit);
     }
 }
