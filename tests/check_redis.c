@@ -814,6 +814,38 @@ START_TEST(test_tiny_rates)
 }
 END_TEST
 
+/* The LOCAL mode's own budget saturates too. */
+START_TEST(test_tiny_rates_local)
+{
+    aiometer_redis_options ro = { 1.0, 0.05, AIOMETER_REDIS_LOCAL, 1.0 };
+    static const double rates[] = { 1e-300, 5e-324, DBL_MIN };
+    aiometer_limiter *l[3];
+    aiometer_job jobs[5];
+    size_t i, k;
+
+    for (k = 0; k < 3; k++)
+        ck_assert_int_eq(open_limiter(&l[k], "tiny-local", rates[k], 1, 0, &ro), 0);
+    ru_kill(&srv);
+    for (i = 0; i < 5; i++)
+        jobs[i] = (aiometer_job){ timed_job, NULL };
+    for (k = 0; k < 3; k++) {
+        aiometer_options o = { 0 };
+        aiometer_stats st;
+
+        o.limiter = l[k];
+        o.timeout = 0.15;
+        o.stats = &st;
+        ck_assert_int_eq(run(jobs, 5, &o), ETIMEDOUT);
+        ck_assert_msg(st.started == 1, "rate %g: %zu started", rates[k], st.started);
+        for (i = 0; i < 3; i++) {
+            ck_assert_int_eq(run(jobs, 5, &o), ETIMEDOUT);
+            ck_assert_msg(st.started == 0, "rate %g: %zu more started", rates[k], st.started);
+        }
+        ck_assert_int_eq(aiometer_limiter_destroy(l[k]), 0);
+    }
+}
+END_TEST
+
 Suite *redis_suite(void);
 
 Suite *redis_suite(void)
@@ -856,6 +888,7 @@ Suite *redis_suite(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, test_server_restart);
     tcase_add_test(t, test_tiny_rates);
+    tcase_add_test(t, test_tiny_rates_local);
     suite_add_tcase(s, t);
     return s;
 }
