@@ -120,8 +120,30 @@ static int fill(struct aio_redis_conn *c)
     return redisReaderFeed(c->reader, buf, (size_t)n) == REDIS_OK ? 0 : ENOMEM;
 }
 
+/* Wait for the reply in recv itself, the socket's SO_RCVTIMEO being
+ * command_timeout: one system call instead of poll and recv, for the
+ * common case of a reply that comes whole.  0; EAGAIN when nothing came
+ * (the timeout, or a signal); ECONNRESET at end of file. */
+static int fill_blocking(struct aio_redis_conn *c)
+{
+    char buf[16384];
+    ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+
+    if (n == 0)
+        return ECONNRESET;
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? EAGAIN : errno;
+    return redisReaderFeed(c->reader, buf, (size_t)n) == REDIS_OK ? 0 : ENOMEM;
+}
+
 int aio_redis_read(struct aio_redis_conn *c, uint64_t deadline, int wake_fd, redisReply **reply)
 {
+    /* The blocking recv may wait its whole SO_RCVTIMEO: only while that
+     * ends within 10 ms of the deadline (a send that took longer leaves
+     * the wait to poll). */
+    int first = wake_fd < 0 && c->rcvtimeo_ns &&
+                aio_redis_now() + c->rcvtimeo_ns <= deadline + 10000000u;
+
     for (;;) {
         void *r = NULL;
         int err;
@@ -131,6 +153,15 @@ int aio_redis_read(struct aio_redis_conn *c, uint64_t deadline, int wake_fd, red
         if (r) {
             *reply = r;
             return 0;
+        }
+        if (first) {
+            /* Only the first read blocks in recv: the deadline of a reply
+             * that trickles in is kept by the poll below. */
+            first = 0;
+            err = fill_blocking(c);
+            if (err && err != EAGAIN)
+                return err;
+            continue;
         }
         err = wait_fd(c->fd, POLLIN, deadline, wake_fd);
         if (err == ETIMEDOUT || err == EINTR) {
@@ -273,6 +304,23 @@ static int login(struct aio_redis_conn *c, const struct aio_redis_url *u, uint64
     return err;
 }
 
+/* From now on recv waits (up to timeout_ns) unless told MSG_DONTWAIT; the
+ * sends and the other reads all pass MSG_DONTWAIT. */
+static int blocking_reads(int fd, uint64_t timeout_ns)
+{
+    struct timeval tv;
+    int flags = fcntl(fd, F_GETFL);
+
+    tv.tv_sec = (time_t)(timeout_ns / 1000000000u);
+    tv.tv_usec = (suseconds_t)(timeout_ns % 1000000000u / 1000u);
+    if (tv.tv_sec == 0 && tv.tv_usec == 0)
+        tv.tv_usec = 1;
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+        return errno;
+    return 0;
+}
+
 int aio_redis_connect(struct aio_redis_pool *p, struct aio_redis_conn **cp)
 {
     uint64_t deadline = aio_redis_now() + p->timeout_ns;
@@ -288,6 +336,8 @@ int aio_redis_connect(struct aio_redis_pool *p, struct aio_redis_conn **cp)
         return ENOMEM;
     }
     err = open_socket(&p->url, deadline, &c->fd);
+    if (!err && !(err = blocking_reads(c->fd, p->timeout_ns)))
+        c->rcvtimeo_ns = p->timeout_ns;
     if (!err)
         err = login(c, &p->url, deadline);
     if (err) {

@@ -26,7 +26,8 @@ struct aio_redis_url {
 struct aio_redis_conn {
     int fd;
     redisReader *reader;
-    uint64_t born; /* the pool generation it was made in */
+    uint64_t born;        /* the pool generation it was made in */
+    uint64_t rcvtimeo_ns; /* a blocking recv waits this long (SO_RCVTIMEO) */
     struct aio_redis_conn *next;
 };
 
