@@ -56,26 +56,43 @@ static void fail_for_good(struct aiometer__call *c, struct aiometer__local *L, s
     aiometer__job_failed(c, j, err, NULL);
 }
 
-/* Run job j once: its first attempt (re NULL), or the attempt of a parked
- * job that is due (re). */
+/* Give back the slot a job of the call held on its limiter. */
+static void give_back(struct aiometer__call *c, const char *key)
+{
+    c->shared->be.release(c->shared->state, key);
+    if (c->keyed)
+        aiometer__key_released(c, key);
+}
+
+/* Run job j once: its first attempt (re NULL), or a parked job that is due
+ * (re): the next attempt after a backoff, or a job that was set aside for
+ * its key. */
 static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct aiometer__local *L,
                     size_t j, void *source_arg, int rated, struct aiometer__sink *sink,
                     const struct aiometer__retry *re)
 {
     const struct aiometer__policy *pol = c->policy;
+    const char *key = NULL;
     aiometer_fn fn;
     void *arg, *r;
-    int slot = 0;
+    int slot = 0, ready = 1;
 
     /* Relaxed: this is only a shortcut past jobs of a stopped call.  A job
      * that sees a stale "going" starts as it would have a moment earlier;
      * the claim that gave it out read stop with acquire. */
-    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING ||
-        (c->capped && !(slot = aiometer__take_slot(c, j))) ||
-        (rated && !aiometer__wait_rate(c, L, j))) {
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
+        ready = -1;
+    else if (c->keyed)
+        ready = aiometer__key_ready(c, L, j, source_arg, re, &key, &slot);
+    else if ((c->capped && !(slot = aiometer__take_slot(c, j))) ||
+             (rated && !aiometer__wait_rate(c, L, j, 0)))
+        ready = -1;
+    if (ready == 0)
+        return; /* set aside until its key allows it */
+    if (ready < 0) {
         if (slot)
-            c->shared->be.release(c->shared->state, NULL);
-        if (re) {
+            give_back(c, key);
+        if (re && re->attempt > 0) {
             /* Stopped between two attempts: the job ends with its last
              * error. */
             fail_for_good(c, L, j, re->err);
@@ -94,7 +111,7 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
         fn = c->fn;
         arg = c->source ? source_arg : c->args[j];
     }
-    if (re) {
+    if (re && re->attempt > 0) {
         L->retried++;
         if (c->progress)
             atomic_fetch_add(&c->p_retried, 1);
@@ -119,9 +136,9 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
     } else if (ctx->retry_err) {
         /* The slot goes back before the backoff, not after it. */
         if (slot)
-            c->shared->be.release(c->shared->state, NULL);
+            give_back(c, key);
         slot = 0;
-        if (!aiometer__retry_park(c, j, source_arg, ctx->attempt + 1, ctx->retry_err,
+        if (!aiometer__retry_park(c, j, source_arg, key, ctx->attempt + 1, ctx->retry_err,
                                   ctx->retry_after))
             fail_for_good(c, L, j, ctx->retry_err);
     } else {
@@ -134,7 +151,7 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
             pol->result(c, j, r, sink);
     }
     if (slot)
-        c->shared->be.release(c->shared->state, NULL);
+        give_back(c, key);
     if (c->progress)
         aiometer__progress_tick(c);
 }

@@ -76,6 +76,10 @@ int aiometer__limiter_options_check(const aiometer_limiter_options *lo, size_t m
         return EINVAL;
     if (lo->max_at_once > max_cap)
         return EINVAL;
+    /* max_keys means nothing without per_key: a forgotten per_key, most
+     * likely. */
+    if (lo->max_keys && (!lo->per_key || lo->max_keys > AIOMETER__PRIVATE_MAX_KEYS))
+        return EINVAL;
     /* A limiter that limits nothing is a mistake, not a default. */
     if (!(r > 0 && isfinite(r)) && lo->max_at_once == 0)
         return EINVAL;
@@ -212,11 +216,13 @@ static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *
 
 int aiometer_limiter_create(aiometer_limiter **lim, double rate, size_t burst)
 {
-    aiometer_limiter_options lo = { rate, burst, 0, 0 };
+    aiometer_limiter_options lo = { 0 };
     struct aiometer__gcra probe;
 
     if (!lim || aiometer__gcra_init(&probe, rate, burst))
         return EINVAL;
+    lo.max_per_second = rate;
+    lo.max_burst = burst;
     return private_open(lim, &lo);
 }
 
@@ -227,5 +233,5 @@ int aiometer_limiter_open(aiometer_limiter **lim, const char *name,
         return EINVAL;
     if (name)
         return aiometer__host_open(lim, name, lo);
-    return private_open(lim, lo);
+    return lo->per_key ? aiometer__keytable_open(lim, lo) : private_open(lim, lo);
 }
