@@ -7,7 +7,7 @@ src_libaiometer_la_SOURCES = \
 	src/fdsem.c src/fdsem.h \
 	src/pool.c src/pool.h \
 	src/limiter.c src/limiter.h src/keytable.c \
-	src/host_open.c src/host_limiter.c src/host_owner.c src/host_limiter.h \
+	src/host_open.c src/host_limiter.c src/host_keys.c src/host_owner.c src/host_limiter.h \
 	src/completion.c src/completion.h \
 	src/retry.c src/retry.h \
 	src/call.c src/call.h \
