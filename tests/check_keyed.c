@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,12 @@ static void *kjob_fn(void *arg)
         aiometer_fail(j->fail);
     atomic_store(&r->end[j->idx], tu_now_ns());
     return j;
+}
+
+static void *kjob_null(void *arg)
+{
+    (void)arg;
+    return NULL;
 }
 
 static const char *kjob_key(void *arg, void *key_arg)
@@ -412,6 +419,70 @@ START_TEST(test_stop_gives_slots_back)
 }
 END_TEST
 
+/* A process killed while its job holds a key's only slot: the slot is its
+ * owner's, and once the owner is dead the next taker frees it. */
+static void *hang_job(void *arg)
+{
+    struct rec *r = arg;
+
+    atomic_store(&r->arrived, 1);
+    for (;;)
+        pause();
+    return NULL;
+}
+
+static const char *key_a(void *arg, void *key_arg)
+{
+    (void)arg;
+    (void)key_arg;
+    return "a";
+}
+
+START_TEST(test_host_killed_owner)
+{
+    struct rec *r = rec_new();
+    char name[128];
+    aiometer_limiter *lim;
+    aiometer_options o = { 0 };
+    void *args[1];
+    pid_t pid;
+    int st;
+
+    name_of(name, sizeof name, "kill", 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        aiometer_limiter_options lo = { 0 };
+        lo.max_at_once = 1;
+        lo.per_key = 1;
+        if (aiometer_limiter_open(&lim, name, &lo))
+            _exit(2);
+        o.limiter = lim;
+        o.key = key_a;
+        args[0] = r;
+        aiometer_run_on_each(hang_job, args, 1, &o);
+        _exit(3);
+    }
+    while (!atomic_load(&r->arrived))
+        tu_sleep(0.001);
+    lim = keyed_open(name, 0, 0, 1, 0);
+    /* Held by a live process: a job of key "a" cannot start. */
+    o.pool = tu_pool(2);
+    o.limiter = lim;
+    o.key = key_a;
+    o.timeout = 0.2;
+    args[0] = &r->arrived;
+    ck_assert_int_eq(aiometer_run_on_each(kjob_null, args, 1, &o), ETIMEDOUT);
+    kill(pid, SIGKILL);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    o.timeout = 5;
+    ck_assert_int_eq(aiometer_run_on_each(kjob_null, args, 1, &o), 0);
+    ck_assert_int_eq(aiometer_limiter_destroy(lim), 0);
+    aiometer_limiter_unlink(name);
+    rec_free(r);
+}
+END_TEST
+
 /* ---- TCase errors ------------------------------------------------------------------ */
 
 static const char *null_key_at_3(void *arg, void *key_arg)
@@ -493,6 +564,40 @@ START_TEST(test_errors)
     ck_assert_int_eq(aiometer_limiter_destroy(plain), 0);
     ck_assert_int_eq(aiometer_limiter_destroy(lim), 0);
     rec_free(r);
+}
+END_TEST
+
+/* Named per-key limiters: a cap past the key's slots, too many keys, and a
+ * name whose state is not per key (or the other way round). */
+START_TEST(test_host_errors)
+{
+    aiometer_limiter_options lo = { 0 };
+    aiometer_limiter *l, *l2;
+    char name[128];
+
+    name_of(name, sizeof name, "err", 0);
+    lo.per_key = 1;
+    lo.max_at_once = 17;
+    ck_assert_int_eq(aiometer_limiter_open(&l, name, &lo), EINVAL);
+    lo.max_at_once = 16;
+    lo.max_keys = 16385;
+    ck_assert_int_eq(aiometer_limiter_open(&l, name, &lo), EINVAL);
+    lo.max_keys = 16;
+    ck_assert_int_eq(aiometer_limiter_open(&l, name, &lo), 0);
+    lo.max_keys = 64;
+    ck_assert_int_eq(aiometer_limiter_open(&l2, name, &lo), EEXIST);
+    lo.max_keys = 0;
+    ck_assert_int_eq(aiometer_limiter_open(&l2, name, &lo), 0);
+    ck_assert_int_eq(aiometer_limiter_destroy(l2), 0);
+    lo.per_key = 0;
+    ck_assert_int_eq(aiometer_limiter_open(&l2, name, &lo), EEXIST);
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+    ck_assert_int_eq(aiometer_limiter_unlink(name), 0);
+    ck_assert_int_eq(aiometer_limiter_open(&l, name, &lo), 0);
+    lo.per_key = 1;
+    ck_assert_int_eq(aiometer_limiter_open(&l2, name, &lo), EEXIST);
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+    ck_assert_int_eq(aiometer_limiter_unlink(name), 0);
 }
 END_TEST
 
@@ -750,12 +855,16 @@ Suite *keyed_suite(void)
     tcase_add_test(tc, test_key_once_across_retries);
     tcase_add_test(tc, test_source_keys_when_pulled);
     tcase_add_test(tc, test_stop_gives_slots_back);
+    tcase_add_unchecked_fixture(tc, runner_setup, runner_teardown);
+    tcase_add_test(tc, test_host_killed_owner);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
     tcase_set_timeout(tc, TEST_TIMEOUT);
     tu_pool_fixture(tc);
     tcase_add_test(tc, test_errors);
+    tcase_add_unchecked_fixture(tc, runner_setup, runner_teardown);
+    tcase_add_test(tc, test_host_errors);
     suite_add_tcase(s, tc);
 
     /* Upper bounds on time, which valgrind's slowness would break. */
