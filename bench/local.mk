@@ -18,7 +18,7 @@ bench_bench_CFLAGS += $(GLIB_CFLAGS)
 bench_bench_LDADD += $(GLIB_LIBS)
 endif
 CLEANFILES += bench/bench$(EXEEXT)
-EXTRA_DIST += bench/README bench/rss.sh
+EXTRA_DIST += bench/README bench/rss.sh bench/cli.sh
 
 # host_bench: a named limiter's booking and slot costs next to a private
 # one's (bench/README).  It reads the limiter object's layout from
@@ -31,7 +31,14 @@ bench_host_bench_LDFLAGS = $(AM_LDFLAGS) -no-install
 CLEANFILES += bench/host_bench$(EXEEXT)
 
 # BENCH_ARGS picks workloads and repetitions: make bench BENCH_ARGS="-r 7 w1 w3".
-.PHONY: bench
-bench: bench/bench$(EXEEXT) bench/host_bench$(EXEEXT)
+# `make bench` also runs the aiometer(1) benchmark (bench/cli.sh: the
+# command against xargs -P and GNU parallel), BENCH_REPS times; BENCH_CLI=no
+# leaves it out, and `make bench-cli` runs only it.
+.PHONY: bench bench-cli
+bench: bench/bench$(EXEEXT) bench/host_bench$(EXEEXT) cli/aiometer$(EXEEXT)
 	$(AM_V_at)bench/bench$(EXEEXT) $(BENCH_ARGS)
 	$(AM_V_at)bench/host_bench$(EXEEXT)
+	$(AM_V_at)if test "x$(BENCH_CLI)" != xno; then \
+	  $(SHELL) $(srcdir)/bench/cli.sh cli/aiometer$(EXEEXT); fi
+bench-cli: cli/aiometer$(EXEEXT)
+	$(AM_V_at)$(SHELL) $(srcdir)/bench/cli.sh cli/aiometer$(EXEEXT)

@@ -1,10 +1,12 @@
-# Man pages: one per public function (section 3), aiometer_options(3) for the
+# Man pages: aiometer(1) for the command, one per public function (section 3), aiometer_options(3) for the
 # options and statistics structs, and the overview libaiometer(7).  A page
 # whose only line is ".so man3/OTHER.3" shares OTHER.3, as man(1) follows it
 # once installed.  tests/eco_manpages.sh checks that every exported function
-# has a page here, and tests/eco_manexamples.sh compiles and runs every
-# EXAMPLE.
+# has a page here (and that aiometer.1 has a command's sections), and
+# tests/eco_manexamples.sh compiles and runs every section 3 and 7 EXAMPLE
+# (aiometer.1's are shell commands: tests/cli_*.sh run the command).
 dist_man_MANS += \
+	man/aiometer.1 \
 	man/aiometer_amap_cancel.3 \
 	man/aiometer_amap_close.3 \
 	man/aiometer_amap_next.3 \

@@ -29,8 +29,13 @@ struct aiometer_amap {
     uint64_t alone_since; /* when the consumer last saw no participant (0: it
                            * did not); see aiometer__call_help_if_alone_locked */
     int end;         /* what next returned at the end (0: not yet) */
-    /* Results taken from the queue in one lock hold and not yet handed
-     * out: only the consumer touches them. */
+    /* Results taken from the queue in one hold of the call's lock and not
+     * yet handed out, guarded by take_lock, so that several threads may
+     * consume at once and each result still goes to exactly one of them.
+     * take_lock is the innermost lock: taken alone (a result from the
+     * buffer costs no trip through the busy call lock) or under the call's
+     * lock, never the other way round. */
+    pthread_mutex_t take_lock;
     size_t l_head, l_count;
     void *l_result[AIOMETER__AMAP_TAKE];
     size_t l_index[AIOMETER__AMAP_TAKE];
@@ -74,6 +79,13 @@ static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], si
         aiometer__call_undo_init(c);
         aiometer__free(it);
         return err;
+    }
+    err = aiometer__mutex_init(&it->take_lock);
+    if (err) {
+        aiometer__cq_destroy(&it->cq);
+        aiometer__call_undo_init(c);
+        aiometer__free(it);
+        return err == ENOMEM ? ENOMEM : EAGAIN;
     }
     c->cq = &it->cq;
     /* The consumer runs a job only from inside aiometer_amap_next(). */
@@ -119,11 +131,32 @@ static void wake_for_room_locked(aiometer_amap *it)
 
     if (!c->space_waiters)
         return;
-    pos = c->source ? c->pulled : atomic_load(&c->next);
+    pos = atomic_load(c->source ? &c->pulled : &c->next);
     end = aiometer__cq_window(&it->cq);
     half = it->cq.cap / 2 ? it->cq.cap / 2 : 1;
     if (end > pos && end - pos >= half)
         pthread_cond_signal(&c->space_cv); /* the rest follow in a chain */
+}
+
+/* Hand out the next buffered result, if any: 1 with *ret set to what
+ * amap_next returns for it (0, or with keep_going a failed job's error), or
+ * 0 with nothing done. */
+static int take_buffered(aiometer_amap *it, void **result, size_t *index, int *ret)
+{
+    int took = 0;
+
+    aiometer__lock(&it->take_lock);
+    if (it->l_count) {
+        *result = it->l_result[it->l_head];
+        if (index)
+            *index = it->l_index[it->l_head];
+        *ret = it->l_err[it->l_head];
+        it->l_head++;
+        it->l_count--;
+        took = 1;
+    }
+    aiometer__unlock(&it->take_lock);
+    return took;
 }
 
 int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
@@ -131,25 +164,28 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
     struct aiometer__call *c;
     size_t idx;
     void *r;
-    int ret;
+    int ret, cs;
 
     if (!it || !result)
         return EINVAL;
     c = &it->call;
-    if (it->l_count) {
-        *result = it->l_result[it->l_head];
-        if (index)
-            *index = it->l_index[it->l_head];
-        ret = it->l_err[it->l_head];
-        it->l_head++;
-        it->l_count--;
+    /* The library's one cancellation point: a request that is pending is
+     * acted on here, before a result is taken, so none is lost.  One that
+     * comes while we wait is deferred until the next call (or the
+     * thread's next cancellation point). */
+    pthread_testcancel();
+    if (take_buffered(it, result, index, &ret))
         return ret;
-    }
+    cs = aiometer__nocancel_begin();
     aiometer__lock(&c->lock);
     for (;;) {
         uint64_t until;
         int stop;
 
+        /* Another consumer may have filled the buffer since we looked:
+         * results go out in the order they left the queue. */
+        if (take_buffered(it, result, index, &ret))
+            break;
         /* The end, once told, is told again on every later call. */
         if (it->end) {
             ret = it->end;
@@ -164,12 +200,15 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
             break;
         }
         if (aiometer__cq_pop(&it->cq, &r, &idx, &ret)) {
-            /* Take what else is ready while we hold the lock. */
+            /* Take what else is ready while we hold the lock.  The buffer
+             * was empty just above, and only holders of c->lock fill it. */
+            aiometer__lock(&it->take_lock);
             it->l_head = it->l_count = 0;
             while (it->l_count < AIOMETER__AMAP_TAKE &&
                    aiometer__cq_pop(&it->cq, &it->l_result[it->l_count],
                                     &it->l_index[it->l_count], &it->l_err[it->l_count]))
                 it->l_count++;
+            aiometer__unlock(&it->take_lock);
             wake_for_room_locked(it);
             /* With keep_going, ret may be a failed job's error, told with
              * its index; the stream goes on. */
@@ -199,6 +238,7 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
         c->done_waiters--;
     }
     aiometer__unlock(&c->lock);
+    aiometer__nocancel_end(cs, 0);
     return ret;
 }
 
@@ -210,14 +250,48 @@ int aiometer_amap_cancel(aiometer_amap *it)
     return 0;
 }
 
+/* Free a finished iterator. */
+static void amap_free(aiometer_amap *it)
+{
+    aiometer__cq_destroy(&it->cq);
+    pthread_mutex_destroy(&it->take_lock);
+    aiometer__free(it);
+}
+
+/* The thread in aiometer_amap_close is ending inside a job it ran
+ * (pthread_exit): the call has been stopped and its participation undone
+ * (participant_unwound in jobloop.c).  Nobody will close the iterator now,
+ * so this cleanup handler does. */
+static void close_unwound(void *arg)
+{
+    aiometer_amap *it = arg;
+
+    aiometer__call_wait(&it->call);
+    aiometer__call_finish(&it->call);
+    amap_free(it);
+}
+
+/* Help with the jobs left, if the consumer may, and wait for them all. */
+static void close_wait(aiometer_amap *it)
+{
+    struct aiometer__call *c = &it->call;
+
+    pthread_cleanup_push(close_unwound, it);
+    if (c->deadline == AIOMETER__NEVER)
+        aiometer__call_help(c, 0);
+    aiometer__call_wait(c);
+    pthread_cleanup_pop(0);
+}
+
 int aiometer_amap_close(aiometer_amap *it)
 {
     struct aiometer__call *c;
-    int ret = 0;
+    int ret = 0, cs;
 
     if (!it)
         return EINVAL;
     c = &it->call;
+    cs = aiometer__nocancel_begin();
     aiometer__lock(&c->lock);
     if (atomic_load(&c->stop) == AIOMETER__GOING) {
         /* Leaving the block: the jobs still run, their results go nowhere,
@@ -226,9 +300,7 @@ int aiometer_amap_close(aiometer_amap *it)
         pthread_cond_broadcast(&c->space_cv);
     }
     aiometer__unlock(&c->lock);
-    if (c->deadline == AIOMETER__NEVER)
-        aiometer__call_help(c, 0);
-    aiometer__call_wait(c);
+    close_wait(it);
 
     /* Close returns what next has not told: a failure not yet reported
      * (even one that came after a cancellation), or a timeout. */
@@ -246,7 +318,7 @@ int aiometer_amap_close(aiometer_amap *it)
     else if (atomic_load(&c->stop) == AIOMETER__STOP_TIMEOUT && it->end != ETIMEDOUT)
         ret = aiometer__call_verdict(c);
     aiometer__call_finish(c);
-    aiometer__cq_destroy(&it->cq);
-    aiometer__free(it);
+    amap_free(it);
+    aiometer__nocancel_end(cs, 1);
     return ret;
 }

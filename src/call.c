@@ -140,6 +140,7 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     atomic_init(&c->retried, 0);
     atomic_init(&c->p_retried, 0);
     atomic_init(&c->next, 0);
+    atomic_init(&c->pulled, 0);
     atomic_init(&c->stop, AIOMETER__GOING);
     atomic_init(&c->source_done, 0);
     atomic_init(&c->participants, 0);
@@ -161,9 +162,14 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     {
         pthread_cond_t *const cvs[] = { &c->done_cv, &c->stop_cv, &c->space_cv, &c->retry_cv,
                                         &c->retry_timer_cv };
-        err = aiometer__sync_init(&c->lock, cvs, 5);
+        err = aiometer__mutex_init(&c->source_lock);
         if (err)
+            return err == ENOMEM ? ENOMEM : EAGAIN;
+        err = aiometer__sync_init(&c->lock, cvs, 5);
+        if (err) {
+            pthread_mutex_destroy(&c->source_lock);
             return err;
+        }
     }
     /* The heap of jobs in backoff (and of jobs set aside for their key) is
      * made now, so that a retry never allocates and never fails for want of
@@ -175,6 +181,7 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
         pthread_cond_destroy(&c->stop_cv);
         pthread_cond_destroy(&c->done_cv);
         pthread_mutex_destroy(&c->lock);
+        pthread_mutex_destroy(&c->source_lock);
         return ENOMEM;
     }
     return 0;
@@ -387,4 +394,5 @@ void aiometer__call_undo_init(struct aiometer__call *c)
     pthread_cond_destroy(&c->stop_cv);
     pthread_cond_destroy(&c->done_cv);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->source_lock);
 }

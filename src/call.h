@@ -24,7 +24,8 @@
  * paths: joining and leaving, failure and cancellation, rate waits, amap's
  * completion queue, and lazy sources.
  *
- * Lock order: the pool's lock before call->lock; never the other way round. */
+ * Lock order: the pool's lock before call->lock, and call->source_lock
+ * before call->lock; never the other way round. */
 #ifndef AIOMETER__CALL_H
 #define AIOMETER__CALL_H
 
@@ -141,6 +142,13 @@ struct aiometer__call {
     atomic_size_t retry_waiters; /* participants waiting on retry_cv */
     atomic_size_t slot_waits;    /* entries of rq waiting for a key's slot */
 
+    /* Held while a lazy source is called, so that calls to it are never
+     * concurrent, and while `pulled` grows; never while waiting for room,
+     * which the amap consumer (who may need it to claim) makes. */
+    pthread_mutex_t source_lock;
+    atomic_size_t pulled;        /* source: arguments pulled so far; written
+                                  * under source_lock, read anywhere */
+
     /* Guarded by lock. */
     pthread_mutex_t lock;
     /* done_cv: the caller waits for the participants to leave, the amap
@@ -158,7 +166,6 @@ struct aiometer__call {
     size_t err_index;     /* and its job's index */
     int err_reported;     /* amap_next returned it */
     void *win_result;     /* run_any */
-    size_t pulled;        /* source: arguments pulled so far */
     int done_waiters;     /* threads waiting on done_cv */
     int space_waiters;    /* threads waiting on space_cv */
     /* Participants with nothing to do but jobs in backoff wait for them
@@ -350,6 +357,17 @@ struct aiometer__ctx {
     int retry_err;      /* what it passed to aiometer_retry(), or 0 */
     double retry_after; /* and the after it passed */
     int drop;           /* the attempt's return value is not the job's result */
+    /* What jobloop.c must put right if the thread ends while in user code
+     * (a job, a source, a backend or a progress callback that calls
+     * pthread_exit): the participant's counts and pending results, and
+     * which of the states below it was in. */
+    struct aiometer__local *L;
+    struct aiometer__sink *sink;
+    int in_batch;  /* counted in c->running */
+    int in_job;    /* fn is running: job `index` */
+    int in_source; /* the source is running: c->source_lock is held */
+    int slot;      /* holds a running slot of the call's limiter */
+    const char *key; /* the job's key, for a per-key limiter, or NULL */
 };
 extern _Thread_local struct aiometer__ctx *aiometer__tls;
 

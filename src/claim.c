@@ -15,8 +15,8 @@
  * caller's array or nowhere.
  *
  * A lazy source has no array: claiming pulls arguments from it, under the
- * call's lock so that it is never called concurrently, and the same window
- * bounds how far ahead it is pulled. */
+ * call's source_lock so that it is never called concurrently, and the same
+ * window bounds how far ahead it is pulled. */
 #include "config.h"
 #include "call.h"
 #include "clock.h"
@@ -43,7 +43,7 @@ int aiometer__call_has_work(struct aiometer__call *c)
 
 int aiometer__can_claim_locked(struct aiometer__call *c)
 {
-    size_t pos = c->source ? c->pulled : atomic_load(&c->next);
+    size_t pos = c->source ? atomic_load(&c->pulled) : atomic_load(&c->next);
 
     if (c->source ? atomic_load(&c->source_done) != 0 : pos >= c->n)
         return 0;
@@ -76,46 +76,70 @@ static size_t next_pos(struct aiometer__call *c)
 
 static size_t pulled_pos(struct aiometer__call *c)
 {
-    return c->pulled;
+    return atomic_load(&c->pulled);
 }
 
 /* Claim from a lazy source: up to `want` arguments (into arg[]), pulled only
- * now that jobs can start.  Sources are called with c->lock held, so never
- * concurrently.  Returns how many were pulled; their indices follow *first. */
+ * now that jobs can start.  Sources are called under c->source_lock, so
+ * never concurrently, but without c->lock and outside any job: a source is
+ * the user's code and may call anything, aiometer_sleep or a nested call
+ * included, which must neither deadlock on the call's lock nor act on the
+ * job this thread ran last.  Returns how many were pulled; their indices
+ * follow *first. */
 size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wait, size_t *first,
                         void **arg)
 {
-    size_t got = 0;
+    struct aiometer__ctx *ctx = aiometer__tls;
+    size_t got = 0, pulled;
     int r;
 
-    aiometer__lock(&c->lock);
-    *first = c->pulled;
+    /* Only holders of source_lock change pulled, so while we hold it the
+     * count is ours to read and bump without the call's lock; the stop,
+     * the end of the source and the window are atomics. */
+    aiometer__lock(&c->source_lock);
+    pulled = *first = atomic_load(&c->pulled);
+    /* Once for the batch: a thread-local access in a shared library is a
+     * function call, and a batch of tiny jobs pulls 64 arguments. */
+    aiometer__tls = NULL;
     while (got < want) {
-        aiometer__call_check_deadline_locked(c);
+        if (c->deadline != AIOMETER__NEVER)
+            aiometer__call_check_deadline(c);
         if (atomic_load(&c->stop) != AIOMETER__GOING || atomic_load(&c->source_done))
             break;
-        if (c->cq && c->pulled >= aiometer__cq_window(c->cq)) {
+        if (c->cq && pulled >= aiometer__cq_window(c->cq)) {
             /* Never wait with arguments in hand: run those first. */
             if (!may_wait || got)
                 break;
+            aiometer__unlock(&c->source_lock);
+            aiometer__lock(&c->lock);
             wait_for_room_locked(c, pulled_pos);
-            *first = c->pulled;
+            aiometer__unlock(&c->lock);
+            aiometer__lock(&c->source_lock);
+            pulled = *first = atomic_load(&c->pulled);
             continue;
         }
+        ctx->in_source = 1;
         r = c->source(c->source_state, &arg[got]);
+        ctx->in_source = 0;
         if (r == 0) {
-            c->pulled++;
+            /* Release, not a full fence: readers use pulled as a position
+             * (the window, the consumer's wake-ups) or read it after every
+             * participant has left, which the leave synchronises. */
+            atomic_store_explicit(&c->pulled, ++pulled, memory_order_release);
             got++;
             continue;
         }
+        aiometer__lock(&c->lock);
         atomic_store(&c->source_done, 1);
         if (r != AIOMETER_DONE)
-            aiometer__call_stop_locked(c, AIOMETER__STOP_FAILED, r > 0 ? r : EINVAL, c->pulled);
+            aiometer__call_stop_locked(c, AIOMETER__STOP_FAILED, r > 0 ? r : EINVAL, pulled);
         else if (c->done_waiters)
             pthread_cond_broadcast(&c->done_cv);
+        aiometer__unlock(&c->lock);
         break;
     }
-    aiometer__unlock(&c->lock);
+    aiometer__tls = ctx;
+    aiometer__unlock(&c->source_lock);
     return got;
 }
 

@@ -3,12 +3,32 @@
 #include "config.h"
 #include "call.h"
 #include "clock.h"
+#include "pool.h"
 #include "syscalls.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 
 _Thread_local struct aiometer__ctx *aiometer__tls;
+
+/* In the child of a fork, the thread that forked runs no job, even if it
+ * was inside one: that call is the parent's.  Without this, aiometer_sleep
+ * in the child would poll the cancel descriptor it shares with the parent
+ * while reading its own stale copy of the call's stop flag, and spin once
+ * the parent's call stopped.  Registered when a thread first works on a
+ * call, so before any job can fork. */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void forget_job_in_child(void)
+{
+    aiometer__tls = NULL;
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, forget_job_in_child);
+}
 
 /* Adaptive batches.  A participant claims one job at a time until it sees
  * that a whole batch finishes in under AIOMETER__BATCH_GROW_NS; then it doubles the
@@ -56,12 +76,13 @@ static void fail_for_good(struct aiometer__call *c, struct aiometer__local *L, s
     aiometer__job_failed(c, j, err, NULL);
 }
 
-/* Give back the slot a job of the call held on its limiter. */
-static void give_back(struct aiometer__call *c, const char *key)
+/* Give back the running slot the job holds on the call's limiter. */
+static void give_back(struct aiometer__call *c, struct aiometer__ctx *ctx)
 {
-    c->shared->be.release(c->shared->state, key);
+    ctx->slot = 0;
+    c->shared->be.release(c->shared->state, ctx->key);
     if (c->keyed)
-        aiometer__key_released(c, key);
+        aiometer__key_released(c, ctx->key);
 }
 
 /* Run job j once: its first attempt (re NULL), or a parked job that is due
@@ -72,26 +93,27 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
                     const struct aiometer__retry *re)
 {
     const struct aiometer__policy *pol = c->policy;
-    const char *key = NULL;
     aiometer_fn fn;
     void *arg, *r;
-    int slot = 0, ready = 1;
+    int ready = 1;
 
+    ctx->index = j;
+    ctx->key = NULL;
     /* Relaxed: this is only a shortcut past jobs of a stopped call.  A job
      * that sees a stale "going" starts as it would have a moment earlier;
      * the claim that gave it out read stop with acquire. */
     if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
         ready = -1;
     else if (c->keyed)
-        ready = aiometer__key_ready(c, L, j, source_arg, re, &key, &slot);
-    else if ((c->capped && !(slot = aiometer__take_slot(c, j))) ||
+        ready = aiometer__key_ready(c, L, j, source_arg, re, &ctx->key, &ctx->slot);
+    else if ((c->capped && !(ctx->slot = aiometer__take_slot(c, j))) ||
              (rated && !aiometer__wait_rate(c, L, j, 0)))
         ready = -1;
     if (ready == 0)
         return; /* set aside until its key allows it */
     if (ready < 0) {
-        if (slot)
-            give_back(c, key);
+        if (ctx->slot)
+            give_back(c, ctx);
         if (re && re->attempt > 0) {
             /* Stopped between two attempts: the job ends with its last
              * error. */
@@ -120,12 +142,13 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
         if (c->progress)
             atomic_fetch_add(&c->p_started, 1);
     }
-    ctx->index = j;
     ctx->fail_err = 0;
     ctx->attempt = re ? re->attempt : 0;
     ctx->retry_err = 0;
     ctx->drop = 0;
+    ctx->in_job = 1;
     r = fn(arg);
+    ctx->in_job = 0;
     if (ctx->drop)
         r = NULL;
     if (ctx->fail_err) {
@@ -135,10 +158,9 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
         aiometer__job_failed(c, j, ctx->fail_err, r);
     } else if (ctx->retry_err) {
         /* The slot goes back before the backoff, not after it. */
-        if (slot)
-            give_back(c, key);
-        slot = 0;
-        if (!aiometer__retry_park(c, j, source_arg, key, ctx->attempt + 1, ctx->retry_err,
+        if (ctx->slot)
+            give_back(c, ctx);
+        if (!aiometer__retry_park(c, j, source_arg, ctx->key, ctx->attempt + 1, ctx->retry_err,
                                   ctx->retry_after))
             fail_for_good(c, L, j, ctx->retry_err);
     } else {
@@ -150,8 +172,8 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
         if (pol->result)
             pol->result(c, j, r, sink);
     }
-    if (slot)
-        give_back(c, key);
+    if (ctx->slot)
+        give_back(c, ctx);
     if (c->progress)
         aiometer__progress_tick(c);
 }
@@ -165,10 +187,87 @@ static void note_running(struct aiometer__call *c)
         ;
 }
 
+/* Add a participant's counts to the call's. */
+static void add_local(struct aiometer__call *c, const struct aiometer__local *L)
+{
+    if (L->started)
+        atomic_fetch_add(&c->started, L->started);
+    if (L->completed)
+        atomic_fetch_add(&c->completed, L->completed);
+    if (L->failed)
+        atomic_fetch_add(&c->failed, L->failed);
+    if (L->retried)
+        atomic_fetch_add(&c->retried, L->retried);
+    if (L->rate_wait_ns)
+        atomic_fetch_add(&c->rate_wait_ns, L->rate_wait_ns);
+}
+
+/* The participant's thread is ending inside user code: a job, a source, a
+ * limiter backend or a progress callback called pthread_exit.  Run as a
+ * cleanup handler while it unwinds.  The call must not wait for ever for
+ * a participant that is gone, so its job fails with EOWNERDEAD (as a
+ * robust mutex's owner dying does), the call stops with that error, and
+ * the participant leaves as it would have; a pool thread is first struck
+ * off its pool.  No lock of the call is held here: user code never runs
+ * under one (a source runs under source_lock alone, let go below). */
+static void participant_unwound(void *arg)
+{
+    struct aiometer__ctx *ctx = arg;
+    struct aiometer__call *c = ctx->call;
+
+    aiometer__tls = ctx->prev;
+    if (ctx->in_source)
+        aiometer__unlock(&c->source_lock);
+    if (ctx->in_job) {
+        ctx->L->failed++;
+        if (c->progress)
+            atomic_fetch_add(&c->p_failed, 1);
+        aiometer__job_failed(c, ctx->index, EOWNERDEAD, NULL);
+    }
+    if (ctx->slot)
+        c->shared->be.release(c->shared->state, ctx->key);
+    aiometer__call_stop(c, AIOMETER__STOP_FAILED, EOWNERDEAD, ctx->index);
+    if (c->policy->flush)
+        c->policy->flush(c, ctx->sink);
+    if (ctx->in_batch)
+        atomic_fetch_sub(&c->running, 1);
+    add_local(c, ctx->L);
+    /* Before leaving: once the last participant of the pool's last call
+     * has left, the pool may be destroyed, and must not join this thread. */
+    if (aiometer__on_worker && !ctx->prev)
+        aiometer__pool_worker_lost();
+    aiometer__call_leave(c);
+}
+
+static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx *ctx);
+
 size_t aiometer__call_work(struct aiometer__call *c, int one)
 {
-    struct aiometer__ctx ctx = { .call = c, .prev = aiometer__tls };
     struct aiometer__local L = { 0, 0, 0, 0, 0 };
+    struct aiometer__sink sink;
+    struct aiometer__ctx ctx = { .call = c, .prev = aiometer__tls, .L = &L, .sink = &sink };
+    size_t claimed;
+
+    pthread_once(&atfork_once, register_atfork);
+    /* The cleanup handler, and everything it reads, live in this frame,
+     * which is still whole while it runs: one handler per participation,
+     * not per job, so the per-job path stays as it was. */
+    sink.n = 0;
+    aiometer__tls = &ctx;
+    pthread_cleanup_push(participant_unwound, &ctx);
+    claimed = work_loop(c, one, &ctx);
+    pthread_cleanup_pop(0);
+    aiometer__tls = ctx.prev;
+    add_local(c, &L);
+    return claimed;
+}
+
+/* Claim batches and run them until nothing is left (or, with `one`, one
+ * job has been claimed). */
+static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx *ctx)
+{
+    struct aiometer__local *L = ctx->L;
+    struct aiometer__sink *sink = ctx->sink;
     int rated = c->has_rate || (c->shared && c->shared->be.book);
     /* With retries, one job at a time: a job claimed in a batch would wait
      * behind the batch while parked jobs come due, and the gate on parked
@@ -176,12 +275,9 @@ size_t aiometer__call_work(struct aiometer__call *c, int one)
     int adaptive = !rated && !one && !c->rq.cap;
     size_t batch = 1, claimed = 0;
     void *sargs[AIOMETER__SOURCE_BATCH];
-    struct aiometer__sink sink;
     /* Batches stay within what the source buffer and the sink hold. */
     size_t max_batch = c->source || c->cq ? AIOMETER__SOURCE_BATCH : AIOMETER__BATCH_MAX;
 
-    sink.n = 0;
-    aiometer__tls = &ctx;
     for (;;) {
         size_t first = 0, k = 0, j;
         uint64_t t0 = 0;
@@ -210,23 +306,27 @@ size_t aiometer__call_work(struct aiometer__call *c, int one)
         if (k == 0) {
             claimed++;
             note_running(c);
-            run_job(c, &ctx, &L, re.index, re.arg, rated, &sink, &re);
+            ctx->in_batch = 1;
+            run_job(c, ctx, L, re.index, re.arg, rated, sink, &re);
             if (c->policy->flush)
-                c->policy->flush(c, &sink);
+                c->policy->flush(c, sink);
             atomic_fetch_sub(&c->running, 1);
+            ctx->in_batch = 0;
             if (one)
                 break;
             continue;
         }
         claimed += k;
         note_running(c);
+        ctx->in_batch = 1;
         if (adaptive)
             t0 = aiometer__now_ns();
         for (j = first; j < first + k; j++)
-            run_job(c, &ctx, &L, j, c->source ? sargs[j - first] : NULL, rated, &sink, NULL);
+            run_job(c, ctx, L, j, c->source ? sargs[j - first] : NULL, rated, sink, NULL);
         if (c->policy->flush)
-            c->policy->flush(c, &sink);
+            c->policy->flush(c, sink);
         atomic_fetch_sub(&c->running, 1);
+        ctx->in_batch = 0;
         if (adaptive) {
             uint64_t d = aiometer__now_ns() - t0;
             if (d < AIOMETER__BATCH_GROW_NS && batch < max_batch)
@@ -237,16 +337,5 @@ size_t aiometer__call_work(struct aiometer__call *c, int one)
         if (one)
             break;
     }
-    aiometer__tls = ctx.prev;
-    if (L.started)
-        atomic_fetch_add(&c->started, L.started);
-    if (L.completed)
-        atomic_fetch_add(&c->completed, L.completed);
-    if (L.failed)
-        atomic_fetch_add(&c->failed, L.failed);
-    if (L.retried)
-        atomic_fetch_add(&c->retried, L.retried);
-    if (L.rate_wait_ns)
-        atomic_fetch_add(&c->rate_wait_ns, L.rate_wait_ns);
     return claimed;
 }

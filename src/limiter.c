@@ -14,8 +14,12 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Intervals and tolerances stay at or below 2^62 ns (about 146 years) so
- * that now + T and TAT - tau never overflow a uint64_t. */
+/* Intervals and tolerances stay at or below 2^62 ns (about 146 years).
+ * That alone does not keep TAT in range: each booking adds T to it, so at
+ * a rate of one start in 146 years the fourth booking would carry it past
+ * 2^64 and wrap round to "now".  aiometer__gcra_book therefore saturates
+ * TAT at AIOMETER_NEVER: a limiter booked that far ahead grants no further
+ * start in this process's life (its jobs wait until their call stops). */
 #define AIOMETER__GCRA_MAX_NS (UINT64_C(1) << 62)
 
 int aiometer__gcra_init(struct aiometer__gcra *g, double rate, size_t burst)
@@ -53,10 +57,15 @@ uint64_t aiometer__gcra_book(struct aiometer__gcra *g, uint64_t now)
      * each booking see the one before it.  No other memory is published
      * with TAT, so no acquire or release is needed. */
     do {
+        uint64_t from = tat > now ? tat : now;
+
         grant = tat > g->tolerance ? tat - g->tolerance : 0;
         if (grant < now)
             grant = now;
-        next = (tat > now ? tat : now) + g->interval;
+        /* Saturate rather than wrap (see AIOMETER__GCRA_MAX_NS).  A
+         * saturated TAT grants AIOMETER_NEVER - tau: with tau at most 2^62
+         * ns, still centuries past any uptime, so in effect never. */
+        next = from > AIOMETER_NEVER - g->interval ? AIOMETER_NEVER : from + g->interval;
     } while (!atomic_compare_exchange_weak_explicit(&g->tat, &tat, next, memory_order_relaxed,
                                                     memory_order_relaxed));
     return grant;
@@ -120,8 +129,13 @@ int aiometer_limiter_destroy(aiometer_limiter *lim)
      * avoid; while one runs, refuse and leave it usable. */
     if (atomic_load(&lim->users) != 0)
         return EBUSY;
-    if (lim->be.close)
+    if (lim->be.close) {
+        /* A backend's close may wait (a server, a lock): it is not cut
+         * short half-way (see aiometer__nocancel_begin). */
+        int cs = aiometer__nocancel_begin();
         lim->be.close(lim->state);
+        aiometer__nocancel_end(cs, 0);
+    }
     aiometer__free(lim);
     return 0;
 }

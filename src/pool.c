@@ -27,6 +27,10 @@ struct aiometer_pool {
     size_t nthreads;
     size_t nidle;                 /* workers waiting on work_cv */
     size_t wakeups;               /* signals sent that no worker has taken yet */
+    size_t starting;              /* started, not yet looking for work */
+    int start_failed;             /* the last thread start failed (EAGAIN
+                                   * from RLIMIT_NPROC, say): cleared by the
+                                   * next one that works */
     int shutdown;
     int is_default;
     unsigned long timer_slack_ns; /* set on each worker; 0: leave it */
@@ -50,6 +54,8 @@ static aiometer_pool *_Atomic default_pool;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 _Thread_local int aiometer__on_worker;
+/* The pool of this worker thread, for aiometer__pool_worker_lost(). */
+static _Thread_local aiometer_pool *worker_pool;
 
 /* ---- the queue of tasks (pool->lock held) -------------------------------------- */
 
@@ -78,13 +84,19 @@ static void *worker_main(void *arg)
 {
     aiometer_pool *p = arg;
     struct aiometer__task *t;
+    int cs;
 
     aiometer__on_worker = 1;
+    worker_pool = p;
+    /* A pool thread belongs to the library: pthread_cancel must not cut
+     * one short in the middle of a call (see aiometer__nocancel_begin). */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
 #if defined(HAVE_SYS_PRCTL_H) && defined(PR_SET_TIMERSLACK)
     if (p->timer_slack_ns)
         prctl(PR_SET_TIMERSLACK, p->timer_slack_ns, 0, 0, 0);
 #endif
     aiometer__lock(&p->lock);
+    p->starting--;
     while (!p->shutdown) {
         t = pick_task(p);
         if (!t) {
@@ -123,9 +135,13 @@ size_t aiometer__pool_post(aiometer_pool *p, struct aiometer__task *t, size_t he
     while (start--) {
         /* A thread that cannot be started is not an error while the pool
          * has others (or the caller) to run the jobs. */
-        if (aiometer__thread_create(&p->threads[p->nthreads], worker_main, p) != 0)
+        if (aiometer__thread_create(&p->threads[p->nthreads], worker_main, p) != 0) {
+            p->start_failed = 1;
             break;
+        }
+        p->start_failed = 0;
         p->nthreads++;
+        p->starting++;
     }
     wake = helpers < spare ? helpers : spare;
     p->wakeups += wake;
@@ -149,9 +165,35 @@ int aiometer__pool_saturated(aiometer_pool *p)
     int busy;
 
     aiometer__lock(&p->lock);
-    busy = p->nthreads >= p->max_threads && p->nidle <= p->wakeups;
+    /* A pool that cannot grow is as full as one that may not: a caller with
+     * a deadline that waited for a thread that cannot start would make no
+     * progress until its deadline. */
+    busy = (p->nthreads >= p->max_threads || p->start_failed) && p->nidle <= p->wakeups &&
+           p->starting == 0;
     aiometer__unlock(&p->lock);
     return busy;
+}
+
+void aiometer__pool_worker_lost(void)
+{
+    aiometer_pool *p = worker_pool;
+    pthread_t self = pthread_self();
+
+    if (!p)
+        return;
+    /* The pool cannot be freed meanwhile: this thread is still a helper of
+     * one of its tasks. */
+    aiometer__lock(&p->lock);
+    for (size_t i = 0; i < p->nthreads; i++) {
+        if (pthread_equal(p->threads[i], self)) {
+            p->threads[i] = p->threads[--p->nthreads];
+            pthread_detach(self);
+            break;
+        }
+    }
+    aiometer__unlock(&p->lock);
+    worker_pool = NULL;
+    aiometer__on_worker = 0;
 }
 
 void aiometer__pool_unlink(aiometer_pool *p, struct aiometer__task *t)
@@ -205,11 +247,16 @@ static void fork_parent(void)
  * new threads when next used, as a fresh pool would. */
 static void fork_child(void)
 {
+    /* The forking thread may have been a pool thread: in the child it is
+     * not (the job context is cleared by jobloop.c's own handler). */
+    aiometer__on_worker = 0;
+    worker_pool = NULL;
     for (struct aiometer__list *n = registry.next; n != &registry; n = n->next) {
         aiometer_pool *p = aiometer__list_entry(n, aiometer_pool, reg);
         /* The tasks queued lived on the stacks of threads that are gone. */
         aiometer__list_init(&p->queue);
-        p->nthreads = p->nidle = p->wakeups = 0;
+        p->nthreads = p->nidle = p->wakeups = p->starting = 0;
+        p->start_failed = 0;
         atomic_store(&p->calls, 0);
         /* Waiters on work_cv vanished with their threads; start it anew. */
         memset(&p->work_cv, 0, sizeof(p->work_cv));
@@ -313,6 +360,8 @@ static void pool_free(aiometer_pool *p)
 
 int aiometer_pool_destroy(aiometer_pool *pool)
 {
+    int cs;
+
     if (!pool || pool->is_default)
         return EINVAL;
     aiometer__lock(&pool->lock);
@@ -321,7 +370,10 @@ int aiometer_pool_destroy(aiometer_pool *pool)
         return EBUSY;
     }
     aiometer__unlock(&pool->lock);
+    /* Joining the threads must not be cut short half-way. */
+    cs = aiometer__nocancel_begin();
     pool_free(pool);
+    aiometer__nocancel_end(cs, 1);
     return 0;
 }
 

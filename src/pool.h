@@ -40,9 +40,15 @@ void aiometer__pool_release(aiometer_pool *p);
  * so a caller can tell a pool that could start none. */
 size_t aiometer__pool_post(aiometer_pool *p, struct aiometer__task *t, size_t helpers);
 
-/* True when every thread the pool may have is started and none is idle:
- * no helper can come until a running job ends. */
+/* True when no helper can come until a running job ends: no thread is
+ * idle or on its way (just started), and the pool either has every thread
+ * it may have or could not start the last one it tried. */
 int aiometer__pool_saturated(aiometer_pool *p);
+
+/* Called on a pool thread that is ending inside a job (pthread_exit), before
+ * it leaves its task: the pool forgets it (it is detached, never joined)
+ * and starts another when next it needs one. */
+void aiometer__pool_worker_lost(void);
 
 /* Take t out of the queue, if it is there: no worker joins it afterwards. */
 void aiometer__pool_unlink(aiometer_pool *p, struct aiometer__task *t);

@@ -44,7 +44,7 @@ void aiometer__progress_final(struct aiometer__call *c, int ret)
         report_progress(c, now);
     if (c->stats_out) {
         aiometer_stats *s = c->stats_out;
-        size_t total = c->source ? c->pulled : c->n;
+        size_t total = c->source ? atomic_load(&c->pulled) : c->n;
         s->started = atomic_load(&c->started);
         s->completed = atomic_load(&c->completed);
         s->failed = atomic_load(&c->failed);

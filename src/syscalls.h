@@ -45,6 +45,33 @@ int aiometer__epoll(void);
 /* 0, or -1 with errno set. */
 int aiometer__pipe(int fd[2]);
 
+/* Thread cancellation.  No public function of the library is cut short by
+ * pthread_cancel: a call's state lives on its caller's stack and is shared
+ * with the pool's threads, and unwinding from one of its waits (a
+ * condition variable, poll, a job's own cancellation points) would leave
+ * locks held and the state linked into the pool.  A function that waits
+ * disables cancellation around its work (aiometer__nocancel_begin) and,
+ * once nothing of the call is left, restores the caller's state and acts
+ * on a request that came meanwhile (aiometer__nocancel_end with act set).
+ * The pool's threads run with cancellation disabled for good.  Static
+ * inline: nothing to export. */
+static inline int aiometer__nocancel_begin(void)
+{
+    int old = PTHREAD_CANCEL_ENABLE;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+
+static inline void aiometer__nocancel_end(int old, int act)
+{
+    int ignored;
+
+    pthread_setcancelstate(old, &ignored);
+    if (act && old == PTHREAD_CANCEL_ENABLE)
+        pthread_testcancel();
+}
+
 /* Lock and unlock that treat failure as the programming error it is. */
 void aiometer__lock(pthread_mutex_t *m);
 void aiometer__unlock(pthread_mutex_t *m);

@@ -82,10 +82,20 @@ fi
 if [ "$static" = yes ]; then
     [ -f "$inst_lib/libaiometer.a" ] || eco_fail "$inst_lib/libaiometer.a is not installed"
 fi
-# Examples, benchmark and tests are never installed, and the package has no
-# program of its own: a staged install has no bin directory at all.
-if [ "$mode" = staged ] && [ -e "$root$bindir" ]; then
-    eco_fail "programs were installed in $bindir: $(ls "$root$bindir")"
+# Examples, benchmark and tests are never installed: the one program in
+# the bin directory is the command aiometer(1), and it runs.
+if [ "$mode" = staged ]; then
+    progs=$(ls "$root$bindir" 2>/dev/null | tr '\n' ' ')
+    [ "$progs" = "aiometer$EXEEXT " ] ||
+        eco_fail "programs installed in $bindir: '$progs', expected only aiometer$EXEEXT"
+fi
+if [ -x "$root$bindir/aiometer$EXEEXT" ]; then
+    # A staged copy finds the staged library only when told where it is.
+    LD_LIBRARY_PATH=$inst_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+        "$root$bindir/aiometer$EXEEXT" --version | grep -q "$PACKAGE_VERSION" ||
+        eco_fail "$bindir/aiometer --version does not say $PACKAGE_VERSION"
+else
+    eco_fail "$root$bindir/aiometer$EXEEXT is not installed"
 fi
 
 pc=$inst_pc/aiometer.pc

@@ -55,6 +55,14 @@ RETURN VALUE
 ERRORS
 EXAMPLE
 SEE ALSO'
+# A command's page (section 1) has OPTIONS and EXIT STATUS instead.
+sections_1='NAME
+SYNOPSIS
+DESCRIPTION
+OPTIONS
+EXIT STATUS
+EXAMPLE
+SEE ALSO'
 sections_7='NAME
 DESCRIPTION
 EXAMPLE
@@ -65,10 +73,12 @@ check_page() { # page name
     name=$2
     title=$(sed -n 's/^\.TH  *\([^ ]*\) .*/\1/p' "$page")
     case $page in
+    *.1) [ "$title" = "$(basename "$page" .1)" ] || eco_fail "$page: .TH says '$title'" ;;
     *.3) [ "$title" = "$(basename "$page" .3)" ] || eco_fail "$page: .TH says '$title'" ;;
     *.7) [ "$title" = "$(basename "$page" .7)" ] || eco_fail "$page: .TH says '$title'" ;;
     esac
     case $page in
+    *.1) required=$sections_1 ;;
     *.7) required=$sections_7 ;;
     *) required=$sections_3 ;;
     esac
@@ -85,7 +95,7 @@ check_page() { # page name
             eco_fail "$page: the SYNOPSIS does not declare $name"
     fi
     # Each SEE ALSO reference to one of our pages must exist.
-    section "$page" "SEE ALSO" | sed -n 's/^\.BR  *\([a-z_]*\) *(\([37]\)).*/\1.\2/p' |
+    section "$page" "SEE ALSO" | sed -n 's/^\.BR  *\([a-z_]*\) *(\([137]\)).*/\1.\2/p' |
         grep -e '^aiometer_' -e '^libaiometer' > "$tmp/refs"
     while IFS= read -r ref; do
         [ -f "$man/$ref" ] || eco_fail "$page: SEE ALSO names $ref, which does not exist"
@@ -116,8 +126,9 @@ while IFS= read -r f; do
 done < "$tmp/functions"
 echo "$count functions checked"
 
-# The pages that are not about one function.
-for page in "$man/aiometer_options.3" "$man/libaiometer.7"; do
+# The pages that are not about one function: the options, the overview and
+# the command.
+for page in "$man/aiometer_options.3" "$man/libaiometer.7" "$man/aiometer.1"; do
     if [ -f "$page" ]; then
         check_page "$page" ""
     else
@@ -142,7 +153,7 @@ for struct in aiometer_options aiometer_stats aiometer_progress; do
 done
 
 # Every page is installed: listed in man/local.mk's dist_man_MANS.
-for page in "$man"/*.[37]; do
+for page in "$man"/*.[137]; do
     base=$(basename "$page")
     grep -q "man/$base\( \|\$\)" "$srcdir/man/local.mk" ||
         eco_fail "man/$base is not listed in man/local.mk"

@@ -17,7 +17,8 @@ tests_check_aiometer_SOURCES = \
 	tests/check_backend.c \
 	tests/check_host.c \
 	tests/check_retry.c \
-	tests/check_keyed.c
+	tests/check_keyed.c \
+	tests/check_defects.c
 tests_check_aiometer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_check_aiometer_CPPFLAGS = $(AM_CPPFLAGS) \
 	-DHOST_HELPER='"$(abs_top_builddir)/tests/host_helper$(EXEEXT)"'

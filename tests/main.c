@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 Suite *core_suite(void);
+Suite *defects_suite(void);
 Suite *limiter_suite(void);
 Suite *amap_suite(void);
 Suite *ordered_suite(void);
@@ -33,6 +34,7 @@ int main(void)
     srunner_add_suite(sr, host_suite());
     srunner_add_suite(sr, retry_suite());
     srunner_add_suite(sr, keyed_suite());
+    srunner_add_suite(sr, defects_suite());
 
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

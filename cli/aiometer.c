@@ -1,0 +1,281 @@
+/* aiometer.c - aiometer(1): run a command once per input line, with a cap on
+ * how many run at once and how many start per second.
+ *
+ * The shape of a run: the library's amap pulls arguments from a lazy source
+ * (the input, read only when a job can start, so memory stays bounded
+ * whatever its length), runs each job on its pool (spawn.c), and hands the
+ * finished jobs back to this thread, in input order with -k, which writes
+ * their output whole (output.c).
+ *
+ * Signals: SIGINT and SIGTERM are blocked in every thread (the mask is set
+ * before the first thread starts, and threads inherit it) and taken by one
+ * thread in sigwait().  The first one stops new starts and cancels the call,
+ * which every job sees on its cancel descriptor and answers by killing its
+ * process group; a second SIGINT makes them SIGKILL at once. */
+#include "config.h"
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+struct cli_run *cli_the_run;
+
+/* Where the arguments come from.  The library never calls the source twice
+ * at once, so it needs no lock. */
+struct source {
+    const struct cli_config *cfg;
+    FILE *in;        /* NULL: the ::: words */
+    size_t next;     /* the next ::: word */
+    size_t seq;      /* jobs handed out so far */
+    char *line;      /* getdelim's buffer, reused */
+    size_t line_cap;
+    int read_err;    /* errno of a failed read */
+};
+
+static int next_arg(void *state, void **out)
+{
+    struct source *src = state;
+    struct cli_job *job;
+    char *arg;
+
+    if (atomic_load(&cli_the_run->stop_starting))
+        return AIOMETER_DONE;
+    if (!src->in) {
+        if (src->next >= src->cfg->nargs)
+            return AIOMETER_DONE;
+        arg = strdup(src->cfg->args[src->next++]);
+    } else {
+        int delim = src->cfg->null_sep ? '\0' : '\n';
+        ssize_t n;
+
+        errno = 0;
+        n = getdelim(&src->line, &src->line_cap, delim, src->in);
+        if (n < 0) {
+            if (ferror(src->in)) {
+                src->read_err = errno ? errno : EIO;
+                return src->read_err;
+            }
+            return AIOMETER_DONE;
+        }
+        if (n > 0 && src->line[n - 1] == (char)delim)
+            src->line[--n] = '\0';
+        arg = malloc((size_t)n + 1);
+        if (arg)
+            memcpy(arg, src->line, (size_t)n + 1);
+    }
+    job = calloc(1, sizeof(*job));
+    if (!job || !arg) {
+        free(job);
+        free(arg);
+        return ENOMEM;
+    }
+    job->arg = arg;
+    job->seq = ++src->seq;
+    job->out.fd = job->err.fd = -1;
+    *out = job;
+    return 0;
+}
+
+void cli_cancel_run(struct cli_run *run)
+{
+    atomic_store(&run->stop_starting, 1);
+    pthread_mutex_lock(&run->lock);
+    if (run->it)
+        aiometer_amap_cancel(run->it);
+    pthread_mutex_unlock(&run->lock);
+}
+
+static atomic_int got_signal;
+static int kill_now_w = -1;
+
+/* The signal thread: the only place SIGINT and SIGTERM are taken. */
+static void *signal_thread(void *arg)
+{
+    sigset_t *set = arg;
+    int sig, count = 0;
+
+    for (;;) {
+        if (sigwait(set, &sig) != 0)
+            continue;
+        if (count++ == 0) {
+            atomic_store(&got_signal, sig);
+            cli_cancel_run(cli_the_run);
+        } else if (sig == SIGINT) {
+            /* A second SIGINT: no grace, every job's group gets SIGKILL. */
+            (void)cli_write_all(kill_now_w, "k", 1);
+        }
+    }
+    return NULL;
+}
+
+static int fail(const char *what, int err)
+{
+    fprintf(stderr, "aiometer: %s: %s\n", what, strerror(err));
+    return CLI_EXIT_ERROR;
+}
+
+int main(int argc, char **argv)
+{
+    static struct cli_config cfg;
+    static struct cli_run run;
+    struct source src = {0};
+    aiometer_options opts = {0};
+    aiometer_limiter *lim = NULL;
+    aiometer_pool *pool = NULL;
+    aiometer_amap *it;
+    pthread_t sig_tid;
+    sigset_t set;
+    int ret, err, pipefd[2], error_seen = 0, deadline_hit = 0;
+    size_t failed;
+    void *result;
+
+    ret = cli_parse_options(argc, argv, &cfg);
+    if (ret)
+        return ret < 0 ? 0 : ret;
+
+    /* A reader that goes away gives EPIPE on write, not a silent death;
+     * a SIGCHLD ignored by whoever started us would reap our children
+     * behind waitpid's back. */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    /* Processes a job leaves behind become our children when the job's
+     * command ends, so that a kill can tell when its whole group is gone
+     * (reaped) instead of waiting on zombies for some init to collect. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    run.cfg = &cfg;
+    pthread_mutex_init(&run.lock, NULL);
+    cli_the_run = &run;
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return fail("pipe", errno);
+    run.kill_now_fd = pipefd[0];
+    kill_now_w = pipefd[1];
+
+    src.cfg = &cfg;
+    if (cfg.args) {
+        cli_total_jobs = cfg.nargs;
+    } else if (cfg.arg_file) {
+        src.in = fopen(cfg.arg_file, "re");
+        if (!src.in)
+            return fail(cfg.arg_file, errno);
+    } else {
+        src.in = stdin;
+    }
+
+    if (cfg.limiter) {
+        aiometer_limiter_options lo = {0};
+
+        lo.max_per_second = cfg.rate;
+        lo.max_burst = cfg.burst;
+        lo.max_at_once = cfg.limiter_max;
+        err = aiometer_limiter_open(&lim, cfg.limiter, &lo);
+        if (err == ENOSYS) {
+            fprintf(stderr, "aiometer: --limiter %s: this libaiometer (%s) has no host-wide "
+                            "named limiters: %s\n",
+                    cfg.limiter, aiometer_version_string(), aiometer_strerror(err));
+            return CLI_EXIT_ERROR;
+        }
+        if (err) {
+            fprintf(stderr, "aiometer: --limiter %s: %s\n", cfg.limiter, aiometer_strerror(err));
+            return CLI_EXIT_ERROR;
+        }
+        opts.limiter = lim;
+    } else {
+        opts.max_per_second = cfg.rate;
+        opts.max_burst = cfg.burst;
+    }
+    err = aiometer_pool_create(&pool, cfg.max_at_once);
+    if (err)
+        return fail("cannot make the thread pool", err);
+    ret = cli_output_open(&cfg);
+    if (ret)
+        return ret;
+    err = pthread_create(&sig_tid, NULL, signal_thread, &set);
+    if (err)
+        return fail("cannot start the signal thread", err);
+    pthread_detach(sig_tid);
+
+    opts.max_at_once = cfg.max_at_once;
+    opts.pool = pool;
+    opts.timeout = cfg.deadline;
+    opts.ordered = cfg.keep_order;
+    if (cfg.progress != CLI_PROGRESS_OFF) {
+        opts.progress = cli_progress;
+        opts.progress_arg = &run;
+        opts.progress_interval = 0.1;
+    }
+
+    pthread_mutex_lock(&run.lock);
+    err = aiometer_amap_open_source(&it, cli_run_job, next_arg, &src, &opts);
+    if (!err)
+        run.it = it;
+    pthread_mutex_unlock(&run.lock);
+    if (err)
+        return fail("cannot start", err);
+
+    for (;;) {
+        err = aiometer_amap_next(it, &result, NULL);
+        if (err == 0) {
+            struct cli_job *job = result;
+
+            if (!error_seen && cli_output_job(&cfg, job) != 0) {
+                /* The output is gone: stop everything, keep the rest quiet. */
+                error_seen = 1;
+                cli_cancel_run(&run);
+            }
+            cli_job_free(job);
+            continue;
+        }
+        if (err == AIOMETER_DONE || err == ECANCELED || err == ETIMEDOUT) {
+            deadline_hit = err == ETIMEDOUT;
+            break;
+        }
+        /* A failing source (a read error): no further job starts, and the
+         * jobs that did finish are still handed back. */
+        if (!error_seen)
+            fprintf(stderr, "aiometer: %s: %s\n",
+                    src.read_err ? "cannot read the input" : "the run failed",
+                    aiometer_strerror(err));
+        error_seen = 1;
+    }
+    pthread_mutex_lock(&run.lock);
+    run.it = NULL;
+    pthread_mutex_unlock(&run.lock);
+    err = aiometer_amap_close(it);
+    if (err == ETIMEDOUT)
+        deadline_hit = 1;
+    cli_progress_end();
+    cli_output_close();
+    if (deadline_hit && !atomic_load(&got_signal))
+        fprintf(stderr, "aiometer: --deadline of %gs reached: no further job started\n",
+                cfg.deadline);
+    if (lim)
+        aiometer_limiter_destroy(lim);
+    aiometer_pool_destroy(pool);
+    if (src.in && src.in != stdin)
+        fclose(src.in);
+    free(src.line);
+
+    switch (atomic_load(&got_signal)) {
+    case SIGINT:
+        return 130;
+    case 0:
+        break;
+    default:
+        return CLI_EXIT_ERROR;
+    }
+    if (error_seen)
+        return CLI_EXIT_ERROR;
+    failed = atomic_load(&run.failed);
+    return failed > 100 ? 101 : (int)failed;
+}

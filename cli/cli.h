@@ -1,0 +1,139 @@
+/* cli.h - the aiometer(1) command's private declarations.
+ *
+ * The command is built only on the library's public header: nothing here
+ * reaches into src/.  Its files, one concern each:
+ *   options.c   the command line, checked before anything runs
+ *   cmdline.c   a job's command line: {} and {#}, --shell quoting
+ *   spawn.c     one job: the child process, its output
+ *   output.c    grouped output, --tag, --joblog and --progress
+ *   aiometer.c  main: input, signals, the amap loop, the exit status
+ */
+#ifndef AIOMETER_CLI_H
+#define AIOMETER_CLI_H
+
+#include <aiometer.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* The exit status of any error other than failed jobs. */
+#define CLI_EXIT_ERROR 255
+/* Jobs may run at once at most this many: the pool is made this size. */
+#define CLI_MAX_JOBS AIOMETER_MAX_THREADS
+
+enum cli_halt { CLI_HALT_NEVER, CLI_HALT_SOON, CLI_HALT_NOW };
+enum cli_progress { CLI_PROGRESS_OFF, CLI_PROGRESS_TTY, CLI_PROGRESS_ALWAYS };
+
+/* What the command line asked for.  Filled by cli_parse_options and never
+ * changed afterwards, so every thread may read it without a lock. */
+struct cli_config {
+    char **cmd;         /* COMMAND [ARG...], the template, NULL-terminated */
+    size_t ncmd;
+    char **args;        /* the words after :::, or NULL: read the input */
+    size_t nargs;
+    const char *arg_file; /* -a FILE, or NULL: standard input */
+    int null_sep;       /* -0: NUL-separated input */
+    size_t max_at_once; /* -j */
+    double rate;        /* -r; 0: none */
+    size_t burst;       /* --burst; 0: 1 */
+    const char *limiter; /* --limiter NAME, or NULL */
+    size_t limiter_max; /* --limiter-max-at-once; 0: none */
+    int keep_order;     /* -k */
+    int ungroup;        /* -u */
+    int tag;            /* --tag */
+    int shell;          /* --shell */
+    int dry_run;        /* --dry-run */
+    double timeout;     /* --timeout, per job; 0: none */
+    double deadline;    /* --deadline, the whole run; 0: none */
+    enum cli_halt halt;
+    const char *joblog; /* --joblog FILE, or NULL */
+    enum cli_progress progress;
+};
+
+/* Parse argv into *cfg.  0, or CLI_EXIT_ERROR after printing a short
+ * message that names the offending option; -1 when --help or --version was
+ * answered and the command should exit 0. */
+int cli_parse_options(int argc, char **argv, struct cli_config *cfg);
+
+/* Captured output of one stream: memory first, then an unlinked temporary
+ * file once it passes CLI_SINK_MEMORY bytes, so a job that prints a lot
+ * costs disk, not memory. */
+#define CLI_SINK_MEMORY (64 * 1024)
+struct cli_sink {
+    char *buf;
+    size_t len, cap;
+    int fd; /* -1 until the output outgrew memory */
+};
+
+/* One job, from the input to its last line of output.  A pool thread fills
+ * in everything below `seq` and `arg` while it runs the job; the main thread
+ * reads it only after the job was handed back by aiometer_amap_next, which
+ * orders the two. */
+struct cli_job {
+    size_t seq;        /* {#}: the position in the input, from 1 */
+    char *arg;         /* {}: the argument */
+    int started;       /* 0: the job never started (halt, signal) */
+    int spawn_err;     /* errno of posix_spawn, or 0 */
+    int exitval;       /* exit status, or 0 if a signal ended it */
+    int sig;           /* the signal that ended it, or 0 */
+    int timed_out;     /* --timeout killed it */
+    double start_real; /* Unix time of its start, for --joblog only */
+    double runtime;    /* seconds, on CLOCK_MONOTONIC */
+    char *display;     /* the command as --dry-run and --joblog show it */
+    struct cli_sink out, err;
+};
+
+/* State shared by the main thread, the signal thread and the job threads. */
+struct cli_run {
+    const struct cli_config *cfg;
+    atomic_int stop_starting; /* halt or a signal: no further job starts */
+    atomic_size_t started, finished, failed;
+    int kill_now_fd; /* readable once every child must get SIGKILL at once */
+    /* The running call, for cancelling it from a job (--halt now) or the
+     * signal thread.  `lock` guards `it`: it is set after the call opened
+     * and cleared before it is closed. */
+    pthread_mutex_t lock;
+    aiometer_amap *it;
+};
+
+/* Cancel the running call, if there is one (any thread). */
+void cli_cancel_run(struct cli_run *run);
+
+/* The job function given to the library: runs one struct cli_job. */
+void *cli_run_job(void *job);
+/* The run that every job belongs to; set once before the call opens. */
+extern struct cli_run *cli_the_run;
+
+/* A job is a failure if it started and did not exit with status 0. */
+int cli_job_failed(const struct cli_job *job);
+void cli_job_free(struct cli_job *job);
+
+/* Append to a sink; 0 or an errno value. */
+int cli_sink_append(struct cli_sink *s, const char *data, size_t n);
+void cli_sink_free(struct cli_sink *s);
+
+/* output.c: all of it runs on the main thread, except the progress line,
+ * which the library calls from a job thread; cli_output_lock orders the two
+ * on standard error. */
+int cli_output_open(const struct cli_config *cfg);
+int cli_output_job(const struct cli_config *cfg, const struct cli_job *job);
+void cli_output_close(void);
+void cli_progress(const aiometer_progress *p, void *user);
+void cli_progress_end(void);
+extern size_t cli_total_jobs; /* for the ETA; 0: unknown */
+
+/* Write all of buf to fd, retrying short writes and EINTR; 0 or errno. */
+int cli_write_all(int fd, const char *buf, size_t n);
+
+/* cmdline.c: the argument vector of a job, and in *display the command as
+ * the user would type it (malloc'd); NULL on ENOMEM. */
+char **cli_build_argv(const struct cli_config *cfg, const struct cli_job *job, char **display);
+void cli_free_argv(char **argv);
+
+/* A word quoted for /bin/sh ('...' with each ' written '\''), malloc'd.
+ * Words made only of safe characters come back unquoted when `always` is 0. */
+char *cli_shell_quote(const char *word, int always);
+
+#endif /* AIOMETER_CLI_H */

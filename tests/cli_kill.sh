@@ -1,0 +1,104 @@
+#!/bin/sh
+# aiometer(1) kills what it started and leaves nothing behind: --timeout,
+# --halt now, --deadline, SIGINT and SIGTERM.  Each job is a shell with a
+# child of its own; the sleeps carry a marker unique to this run, so the
+# process table tells whether any of them is left.
+. "$(dirname "$0")/cli_lib.sh"
+
+m=$$
+job="sleep 100.$m & sleep 100.$m; : {}"
+
+# wait_for PATTERN N: until N processes match (at most 10 s).
+wait_for() {
+    i=0
+    while [ "$(procs "$1" | wc -l)" -lt "$2" ] && [ $i -lt 200 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+}
+
+# nothing_left WHAT: no process of this run is in the process table.
+nothing_left() {
+    sleep 0.1
+    left=$(procs "sleep 100.$m")
+    if [ -n "$left" ]; then
+        eco_fail "$1 left processes behind: $left"
+        procs "sleep 100.$m" | xargs -r kill -9
+    fi
+}
+
+# A run started without `timeout` in front gets a watchdog: SIGKILL after
+# 20 s, so that a hang fails the test instead of stalling it.
+watchdog() {
+    (sleep 20 && kill -9 "$1" 2>/dev/null) &
+    dog=$!
+}
+
+elapsed_below() { # t0 limit what
+    t=$(since "$1")
+    holds "$t < $2" || eco_fail "$3 took $t s (limit $2)"
+}
+
+# --timeout: SIGTERM to the job's process group reaches the shell and its
+# child; each killed job is a failure.
+t0=$(now)
+expect_status 2 am --timeout 0.5 --shell "$job" ::: 1 2
+elapsed_below "$t0" 1.4 "--timeout 0.5"
+nothing_left "--timeout"
+
+# A job that ignores SIGTERM gets SIGKILL one second later.
+t0=$(now)
+expect_status 1 am --timeout 0.3 --shell "trap '' TERM; $job" ::: 1
+t=$(since "$t0")
+holds "$t >= 1.2 && $t < 2.5" ||
+    eco_fail "a job ignoring SIGTERM was killed after $t s, not 0.3 + 1"
+nothing_left "--timeout with SIGTERM ignored"
+
+# --halt now: the first failure kills the running jobs; later ones never start.
+# The failing job waits a moment first, so that the other two have started.
+t0=$(now)
+expect_status 3 am -j 3 --halt now --shell "[ {} = f ] && sleep 0.5 && exit 1; $job" ::: a f b c d e
+elapsed_below "$t0" 2.0 "--halt now"
+nothing_left "--halt now"
+
+# --deadline: the running jobs are killed and count as failed.
+t0=$(now)
+expect_status 2 am -j 2 --deadline 0.5 --shell "$job" ::: 1 2 3 4 2>/dev/null
+elapsed_below "$t0" 1.5 "--deadline 0.5"
+nothing_left "--deadline"
+
+# SIGINT: start nothing more, kill every running job's group, exit 130.
+# aiometer runs without `timeout` in front here, to get its own pid; the
+# waits are bounded by the job's sleeps and by wait_for.
+"$AIOMETER" -j 4 --shell "$job" ::: 1 2 3 4 5 6 7 8 > /dev/null &
+pid=$!
+watchdog $pid
+wait_for "sleep 100.$m" 8
+[ "$(procs "sleep 100.$m" | wc -l)" -eq 8 ] || eco_fail "SIGINT: 4 jobs did not start"
+t0=$(now)
+kill -INT $pid
+wait $pid
+rc=$?
+kill $dog 2>/dev/null
+[ "$rc" -eq 130 ] || eco_fail "SIGINT: exit status $rc, expected 130"
+elapsed_below "$t0" 1.0 "SIGINT"
+nothing_left "SIGINT"
+
+# SIGTERM: the same, exit 255.  Jobs ignore SIGTERM here, so a second SIGINT
+# is what kills them at once, without the one-second grace.
+"$AIOMETER" -j 2 --shell "trap '' TERM; $job" ::: 1 2 3 > /dev/null &
+pid=$!
+watchdog $pid
+wait_for "sleep 100.$m" 4
+kill -TERM $pid
+sleep 0.2
+t0=$(now)
+kill -INT $pid
+wait $pid
+rc=$?
+kill $dog 2>/dev/null
+[ "$rc" -eq 255 ] || eco_fail "SIGTERM: exit status $rc, expected 255"
+elapsed_below "$t0" 0.6 "a second signal's SIGKILL"
+nothing_left "SIGTERM then SIGINT"
+
+eco_finish
