@@ -41,7 +41,7 @@ static uint64_t now_ns(void)
 static aiometer_limiter *open_lim(const char *name)
 {
     /* A rate and a cap that never bind: the figures are the bookkeeping. */
-    aiometer_limiter_options lo = { 1e9, 1000000, 65535, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = 1e9, .max_burst = 1000000, .max_at_once = 65535 };
     aiometer_limiter *l;
     int err = aiometer_limiter_open(&l, name, &lo);
 

@@ -230,13 +230,11 @@ static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *
 
 int aiometer_limiter_create(aiometer_limiter **lim, double rate, size_t burst)
 {
-    aiometer_limiter_options lo = { 0 };
+    aiometer_limiter_options lo = { .max_per_second = rate, .max_burst = burst, .max_at_once = 0 };
     struct aiometer__gcra probe;
 
     if (!lim || aiometer__gcra_init(&probe, rate, burst))
         return EINVAL;
-    lo.max_per_second = rate;
-    lo.max_burst = burst;
     return private_open(lim, &lo);
 }
 

@@ -665,7 +665,7 @@ START_TEST(test_tiny_shared_rate)
     if (_i % 2 == 0) {
         ck_assert_int_eq(aiometer_limiter_create(&lim, rate, 1), 0);
     } else {
-        aiometer_limiter_options lo = { rate, 1, 0, 0, 0, 0 };
+        aiometer_limiter_options lo = { .max_per_second = rate, .max_burst = 1, .max_at_once = 0 };
         ck_assert_int_eq(aiometer_limiter_open(&lim, NULL, &lo), 0);
     }
     o.pool = pool;

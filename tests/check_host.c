@@ -206,7 +206,7 @@ static void name_of(char *buf, size_t size, const char *tag)
 
 static aiometer_limiter *open_ok(const char *name, double rate, size_t burst, size_t cap)
 {
-    aiometer_limiter_options lo = { rate, burst, cap, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = rate, .max_burst = burst, .max_at_once = cap };
     aiometer_limiter *l = NULL;
     int err = aiometer_limiter_open(&l, name, &lo);
 
@@ -232,7 +232,7 @@ static void rate_child_run(void *arg)
 {
     rate_child *rc = arg;
     jobctx j = { rc->a, rc->who, 0 };
-    aiometer_limiter_options lo = { 200, 5, 0, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = 200, .max_burst = 5, .max_at_once = 0 };
     aiometer_limiter *l;
     uint64_t now;
     int err;
@@ -300,7 +300,7 @@ static void cap_child_run(void *arg)
     cap_child *cc = arg;
     jobctx j = { cc->a, (int)getpid(), cc->hold };
     aiometer_limiter *l;
-    aiometer_limiter_options lo = { 0, 0, cc->cap, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = 0, .max_burst = 0, .max_at_once = cc->cap };
 
     CHILD_CHECK(aiometer_limiter_open(&l, cc->name, &lo) == 0);
     /* Start together, so that the processes compete for the slots. */
@@ -366,7 +366,7 @@ static void hog_run(void *arg)
     hog *hg = arg;
     jobctx j = { hg->a, 1, 1000 };
     aiometer_limiter *l;
-    aiometer_limiter_options lo = { 0, 0, hg->cap, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = 0, .max_burst = 0, .max_at_once = hg->cap };
 
     CHILD_CHECK(aiometer_limiter_open(&l, hg->name, &lo) == 0);
     run_recs(l, &j, hg->cap, hg->cap, 0);
@@ -491,7 +491,7 @@ static void loop_child_run(void *arg)
     loop_child *lc = arg;
     jobctx j = { lc->a, lc->who, 0.001 };
     aiometer_limiter *l;
-    aiometer_limiter_options lo = { LOOP_RATE, LOOP_BURST, LOOP_CAP, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = LOOP_RATE, .max_burst = LOOP_BURST, .max_at_once = LOOP_CAP };
 
     CHILD_CHECK(aiometer_limiter_open(&l, lc->name, &lo) == 0);
     run_recs(l, &j, 100000, LOOP_CAP, 0);
@@ -650,7 +650,7 @@ static void restart_run(void *arg)
     restart_child *rc = arg;
     jobctx j = { rc->a, rc->who, 0 };
     aiometer_limiter *l;
-    aiometer_limiter_options lo = { 10, 1, 0, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = 10, .max_burst = 1, .max_at_once = 0 };
 
     CHILD_CHECK(aiometer_limiter_open(&l, rc->name, &lo) == 0);
     CHILD_CHECK(run_recs(l, &j, rc->jobs, 1, 0) == 0);
@@ -845,7 +845,7 @@ static void tiny_child_run(void *arg)
 {
     tiny_child *tc = arg;
     aiometer_limiter *l;
-    aiometer_limiter_options lo = { 1000, 1, 0, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = 1000, .max_burst = 1, .max_at_once = 0 };
     int rc;
 
     CHILD_CHECK(aiometer_limiter_open(&l, tc->name, &lo) == 0);
@@ -880,7 +880,7 @@ END_TEST
 
 static int try_open(const char *name, double rate, size_t burst, size_t cap)
 {
-    aiometer_limiter_options lo = { rate, burst, cap, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = rate, .max_burst = burst, .max_at_once = cap };
     aiometer_limiter *l = NULL;
     int err = aiometer_limiter_open(&l, name, &lo);
 
@@ -893,7 +893,7 @@ START_TEST(t_bad_names_and_values)
 {
     char name[64], longest[202];
     const char *bad[] = { "", "a/b", "a b", "x\xc3\xa4", "/x", "a\n", "*" };
-    aiometer_limiter_options lo = { 10, 1, 0, 0, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = 10, .max_burst = 1, .max_at_once = 0 };
     aiometer_limiter *l = NULL;
 
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -1028,7 +1028,7 @@ START_TEST(t_ownership)
 {
     char mine[64], theirs[64], group[64], path[128];
     struct passwd *pw = getpwnam("nobody");
-    aiometer_limiter_options lo = { 10, 1, 0, 1, 0, 0 };
+    aiometer_limiter_options lo = { .max_per_second = 10, .max_burst = 1, .group_access = 1 };
     aiometer_limiter *l;
     other_user ou;
     struct stat st;

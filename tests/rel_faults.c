@@ -278,7 +278,7 @@ static void step_run_on_each(aiometer_pool *pool, aiometer_limiter *lim)
      * the call with that error (EMFILE) and no job runs twice. */
     set_step("run_on_each with a capped limiter");
     {
-        aiometer_limiter_options lo = { 0, 0, 1, 0, 0, 0 };
+        aiometer_limiter_options lo = { .max_per_second = 0, .max_burst = 0, .max_at_once = 1 };
         aiometer_limiter *cap = NULL;
 
         rc = aiometer_limiter_open(&cap, NULL, &lo);

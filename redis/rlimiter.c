@@ -1,0 +1,474 @@
+/* rlimiter.c - a limiter whose budget lives in Redis: opening it, and the
+ * backend operations libaiometer calls (book, acquire, release, close).
+ *
+ * Every operation is one EVALSHA of the script in script.h on a pooled
+ * connection (run.c), so many threads use the limiter at once, each on its
+ * own connection, and no lock is held while Redis is asked anything. */
+#include "config.h"
+#include "aiometer_redis.h"
+#include "conn.h"
+#include "rlimiter.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Times in the script are held at 2^52 microseconds (about 142 years) per
+ * interval or burst, so that now + T stays below 2^53. */
+#define MAX_US 4503599627370496.0
+/* How long an acquire sleeps at most between two tries when no
+ * notification comes: the fallback for a lost one. */
+#define POLL_FALLBACK_NS UINT64_C(200000000)
+#define MAX_RATE 1e6
+#define MAX_AT_ONCE 1000000
+
+/* ---- the backend --------------------------------------------------------------------- */
+
+/* How long a lower bound of the clock offset is trusted: the server's
+ * TIME follows the wall clock, which NTP may slew or step. */
+#define OFFSET_WINDOW_NS UINT64_C(5000000000)
+
+/* Learn from one booking that the server's clock read server_ns at some
+ * instant before our reply_ns, and return the best lower bound of the
+ * offset (server clock - ours) known now.  The lock is held. */
+static int64_t learn_offset_locked(struct aio_redis_limiter *l, int64_t server_ns,
+                                   uint64_t reply_ns)
+{
+    int64_t lower = server_ns - (int64_t)reply_ns;
+
+    if (reply_ns - l->offset_window_start > OFFSET_WINDOW_NS) {
+        l->offset[1] = l->offset[0];
+        l->offset[0] = INT64_MIN;
+        l->offset_window_start = reply_ns;
+    }
+    if (lower > l->offset[0])
+        l->offset[0] = lower;
+    return l->offset[0] > l->offset[1] ? l->offset[0] : l->offset[1];
+}
+
+static int rl_book(void *state, const char *key, uint64_t now, uint64_t *start)
+{
+    struct aio_redis_limiter *l = state;
+    const char *args[3] = { "book", l->interval_us, l->tolerance_us };
+    redisReply *r;
+    int err;
+
+    (void)key;
+    err = aio_redis_run(l, 3, args, -1, &r);
+    if (!err) {
+        uint64_t reply = aio_redis_now();
+        long long w = -1, server_us = 0;
+        int64_t offset, grant;
+
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_INTEGER &&
+            r->element[1]->type == REDIS_REPLY_INTEGER) {
+            w = r->element[0]->integer;
+            server_us = r->element[1]->integer;
+        }
+        freeReplyObject(r);
+        if (w < 0 || server_us <= 0 || (uint64_t)w >= (AIOMETER_NEVER - reply) / 1000) {
+            *start = AIOMETER_NEVER;
+            return 0;
+        }
+        /* The grant is a time on the server's clock.  Mapped onto ours with
+         * a lower bound of the offset between the clocks (the tightest the
+         * round trips so far have given), it is never early, and late by
+         * at most the fastest round trip seen, whatever delayed this one.
+         * Mapping each booking with its own round trip instead would make
+         * every start late by that round trip's own delays, which on a
+         * busy machine jitter by milliseconds. */
+        pthread_mutex_lock(&l->lock);
+        offset = learn_offset_locked(l, server_us * 1000, reply);
+        pthread_mutex_unlock(&l->lock);
+        grant = (server_us + w) * 1000 - offset;
+        *start = grant > (int64_t)now ? (uint64_t)grant : now;
+        return 0;
+    }
+    if (!l->local_mode)
+        return err;
+    pthread_mutex_lock(&l->lock);
+    *start = aio_redis_fallback_book_locked(&l->local, now);
+    pthread_mutex_unlock(&l->lock);
+    return 0;
+}
+
+static int local_acquire(struct aio_redis_limiter *l)
+{
+    int err = EAGAIN;
+
+    pthread_mutex_lock(&l->lock);
+    if (l->local.held < l->local.cap) {
+        l->local.held++;
+        err = 0;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return err;
+}
+
+static void unlink_waiter(struct aio_redis_limiter *l, struct aio_redis_waiter *w)
+{
+    struct aio_redis_waiter **p;
+
+    pthread_mutex_lock(&l->lock);
+    for (p = &l->waiters; *p; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    }
+    /* A wake-up this waiter did not use goes to the next one. */
+    if (w->woken && l->waiters) {
+        pthread_mutex_unlock(&l->lock);
+        aio_redis_wake_one(l);
+        return;
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* One take: 1 granted, 0 not (with *hint_ns until a lease ends), or -errno. */
+static int take(struct aio_redis_limiter *l, int cancel_fd, uint64_t *hint_ns)
+{
+    const char *args[4] = { "take", l->cap, l->lease_us, NULL };
+    char token[64];
+    redisReply *r;
+    int err, got;
+
+    pthread_mutex_lock(&l->lock);
+    snprintf(token, sizeof(token), "%s:%llu", l->token_prefix, (unsigned long long)++l->token_seq);
+    pthread_mutex_unlock(&l->lock);
+    args[3] = token;
+    err = aio_redis_run(l, 4, args, cancel_fd, &r);
+    if (err) {
+        if (err == ECANCELED) {
+            /* The server may have granted it: give it back later rather
+             * than leave it for the lease to end. */
+            pthread_mutex_lock(&l->lock);
+            aio_redis_list_push(&l->orphans, &l->n_orphans, &l->max_orphans, token);
+            pthread_mutex_unlock(&l->lock);
+        }
+        return -err;
+    }
+    got = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+          r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1;
+    *hint_ns = POLL_FALLBACK_NS;
+    if (!got && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_INTEGER && r->element[1]->integer >= 0 &&
+        (uint64_t)r->element[1]->integer < POLL_FALLBACK_NS / 1000)
+        *hint_ns = (uint64_t)r->element[1]->integer * 1000 + 1000000;
+    freeReplyObject(r);
+    if (!got)
+        return 0;
+    pthread_mutex_lock(&l->lock);
+    err = aio_redis_list_push(&l->held, &l->n_held, &l->max_held, token);
+    pthread_mutex_unlock(&l->lock);
+    if (err) {
+        /* Not remembered, so not renewed: the slot ends with its lease. */
+        return -err;
+    }
+    return 1;
+}
+
+static int rl_acquire(void *state, const char *key, int cancel_fd)
+{
+    struct aio_redis_limiter *l = state;
+    struct aio_redis_waiter w = { -1, 0, NULL };
+    int got = 0;
+
+    (void)key;
+    if (cancel_fd >= 0) {
+        /* Listed before the first take, so that a slot given back between
+         * a refused take and the wait still wakes this thread. */
+        w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (w.efd < 0)
+            return errno;
+        pthread_mutex_lock(&l->lock);
+        {
+            struct aio_redis_waiter **p = &l->waiters;
+
+            while (*p)
+                p = &(*p)->next;
+            *p = &w;
+        }
+        pthread_mutex_unlock(&l->lock);
+    }
+    for (;;) {
+        uint64_t hint = 0;
+        struct pollfd pfd[2];
+        uint64_t v;
+
+        got = take(l, cancel_fd, &hint);
+        if (got != 0 || cancel_fd < 0)
+            break;
+        pfd[0] = (struct pollfd){ cancel_fd, POLLIN, 0 };
+        pfd[1] = (struct pollfd){ w.efd, POLLIN, 0 };
+        if (poll(pfd, 2, (int)((hint + 999999) / 1000000)) < 0 && errno != EINTR) {
+            got = -errno;
+            break;
+        }
+        if (pfd[0].revents) {
+            got = -ECANCELED;
+            break;
+        }
+        if (pfd[1].revents) {
+            if (read(w.efd, &v, sizeof(v)) < 0) {
+                /* Nothing to do: the descriptor is only a doorbell. */
+            }
+            pthread_mutex_lock(&l->lock);
+            w.woken = 0;
+            pthread_mutex_unlock(&l->lock);
+        }
+    }
+    if (w.efd >= 0) {
+        unlink_waiter(l, &w);
+        close(w.efd);
+    }
+    if (got == 1)
+        return 0;
+    if (got == 0)
+        return EAGAIN;
+    if (got == -ECANCELED || !l->local_mode)
+        return -got;
+    /* Redis failed and the limiter goes on alone.  EAGAIN when the local
+     * share is taken: libaiometer asks again shortly, and Redis is not
+     * tried again before its back-off ends. */
+    return local_acquire(l);
+}
+
+static void rl_release(void *state, const char *key)
+{
+    struct aio_redis_limiter *l = state;
+    const char *args[3] = { "give", l->channel, NULL };
+    redisReply *r;
+    char *token = NULL;
+
+    (void)key;
+    pthread_mutex_lock(&l->lock);
+    /* Slots are interchangeable: give back a local one first, so that the
+     * local budget frees up while Redis is away. */
+    if (l->local.held)
+        l->local.held--;
+    else if (l->n_held)
+        token = l->held[--l->n_held];
+    pthread_mutex_unlock(&l->lock);
+    if (!token)
+        return;
+    args[2] = token;
+    /* A give that fails leaves the slot to end with its lease, which is
+     * no longer renewed. */
+    if (!aio_redis_run(l, 3, args, -1, &r))
+        freeReplyObject(r);
+    free(token);
+}
+
+static void rl_free(struct aio_redis_limiter *l)
+{
+    size_t i;
+
+    for (i = 0; i < l->n_held; i++)
+        free(l->held[i]);
+    for (i = 0; i < l->n_orphans; i++)
+        free(l->orphans[i]);
+    free(l->held);
+    free(l->orphans);
+    free(l->keys[0]);
+    free(l->keys[1]);
+    free(l->channel);
+    aio_redis_pool_destroy(&l->pool);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+static void rl_close(void *state)
+{
+    struct aio_redis_limiter *l = state;
+
+    aio_redis_threads_stop(l);
+    rl_free(l);
+}
+
+/* ---- opening -------------------------------------------------------------------------- */
+
+static int check_options(const char *key, const aiometer_limiter_options *lo,
+                         const aiometer_redis_options *ro)
+{
+    size_t n = strlen(key);
+    double r = lo->max_per_second;
+
+    if (n < 1 || n > 200 || strpbrk(key, "{}"))
+        return EINVAL;
+    if (isnan(r) || r < 0 || (isfinite(r) && r > MAX_RATE))
+        return EINVAL;
+    if (lo->max_at_once > MAX_AT_ONCE)
+        return EINVAL;
+    if (!(r > 0 && isfinite(r)) && lo->max_at_once == 0)
+        return EINVAL;
+    if (!ro)
+        return 0;
+    if (!(ro->lease == 0 || (ro->lease >= 0.05 && ro->lease <= 1e6)))
+        return EINVAL;
+    if (!(ro->command_timeout == 0 || (ro->command_timeout >= 0.001 && ro->command_timeout <= 3600)))
+        return EINVAL;
+    if (ro->on_failure != AIOMETER_REDIS_FAIL && ro->on_failure != AIOMETER_REDIS_LOCAL)
+        return EINVAL;
+    if (!(ro->local_share >= 0 && ro->local_share <= 1))
+        return EINVAL;
+    if (ro->on_failure == AIOMETER_REDIS_LOCAL && ro->local_share == 0)
+        return EINVAL;
+    return 0;
+}
+
+/* "aiometer:{key}:suffix".  The braces make {key} the hash tag of every
+ * key of the limiter, so that one script may touch them all on a Redis
+ * Cluster.  Per-key limits (one budget per job key) are meant to add keys
+ * "aiometer:{key}:k:<length of the job key>:<job key>:rate" (and ":run")
+ * under the same tag; the length keeps any job key, colons included, from
+ * colliding with another or with the limiter's own keys. */
+static char *key_name(const char *key, const char *suffix)
+{
+    size_t n = strlen("aiometer:{}:") + strlen(key) + strlen(suffix) + 1;
+    char *s = malloc(n);
+
+    if (s)
+        snprintf(s, n, "aiometer:{%s}:%s", key, suffix);
+    return s;
+}
+
+/* Microseconds, rounded up and held at MAX_US, as the script's argument. */
+static void format_us(char *buf, size_t n, double us)
+{
+    us = ceil(us);
+    snprintf(buf, n, "%.0f", us < MAX_US ? us : MAX_US);
+}
+
+static void make_token_prefix(struct aio_redis_limiter *l)
+{
+    unsigned char rnd[8];
+    uint64_t v = 0;
+    size_t i;
+
+    /* The prefix only has to differ between processes of the fleet. */
+    if (getentropy(rnd, sizeof(rnd)) == 0) {
+        for (i = 0; i < sizeof(rnd); i++)
+            v = v << 8 | rnd[i];
+    } else {
+        v = aio_redis_now() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)l;
+    }
+    snprintf(l->token_prefix, sizeof(l->token_prefix), "%016llx", (unsigned long long)v);
+}
+
+/* Set the limits from lo and ro (already checked). */
+static void set_limits(struct aio_redis_limiter *l, const aiometer_limiter_options *lo,
+                       const aiometer_redis_options *ro)
+{
+    double rate = lo->max_per_second, lease = ro && ro->lease ? ro->lease : 10;
+    size_t burst = lo->max_burst ? lo->max_burst : 1;
+    double t = rate > 0 && isfinite(rate) ? ceil(1e6 / rate) : 0, tau;
+
+    if (t > MAX_US)
+        t = MAX_US;
+    tau = t * (double)(burst - 1);
+    format_us(l->interval_us, sizeof(l->interval_us), t);
+    format_us(l->tolerance_us, sizeof(l->tolerance_us), tau);
+    snprintf(l->cap, sizeof(l->cap), "%zu", lo->max_at_once);
+    format_us(l->lease_us, sizeof(l->lease_us), lease * 1e6);
+    l->lease_ns = (uint64_t)(lease * 1e9);
+    l->local_mode = ro && ro->on_failure == AIOMETER_REDIS_LOCAL;
+    if (l->local_mode)
+        aio_redis_fallback_init(&l->local, rate, burst, lo->max_at_once, ro->local_share);
+}
+
+/* The first connection: the server is there, lets us in and runs the
+ * script, or the open fails.  A few round trips also give a first lower
+ * bound of the offset between the server's clock and ours, so that the
+ * first bookings are not mapped with a poor one. */
+static int first_contact(struct aio_redis_limiter *l)
+{
+    const char *args[1] = { "check" };
+    struct aio_redis_conn *c;
+    redisReply *r;
+    int err, i;
+
+    err = aio_redis_connect(&l->pool, &c);
+    if (err)
+        return err;
+    err = aio_redis_load_script(l, c, l->sha);
+    if (err) {
+        aio_redis_close(c);
+        return err;
+    }
+    aio_redis_put(&l->pool, c);
+    for (i = 0; i < 4; i++) {
+        err = aio_redis_run(l, 1, args, -1, &r);
+        if (err)
+            return err == EPROTO ? ENOTSUP : err;
+        if (r->type != REDIS_REPLY_INTEGER || r->integer <= 0) {
+            freeReplyObject(r);
+            return ENOTSUP;
+        }
+        learn_offset_locked(l, r->integer * 1000, aio_redis_now());
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+int aiometer_redis_limiter_open(aiometer_limiter **lim, const char *url, const char *key,
+                                const aiometer_limiter_options *lo,
+                                const aiometer_redis_options *ro)
+{
+    aiometer_limiter_backend be = { sizeof(be), 0, NULL, NULL, NULL, rl_close };
+    struct aio_redis_limiter *l;
+    int err;
+
+    if (!lim || !url || !key || !lo || check_options(key, lo, ro))
+        return EINVAL;
+    l = calloc(1, sizeof(*l));
+    if (!l)
+        return ENOMEM;
+    l->stop_fd = -1;
+    l->offset[0] = l->offset[1] = INT64_MIN;
+    err = pthread_mutex_init(&l->lock, NULL);
+    if (err) {
+        free(l);
+        return err;
+    }
+    err = aio_redis_pool_init(&l->pool, url,
+                              ro && ro->command_timeout ? ro->command_timeout : 1.0);
+    if (err) {
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+        return err;
+    }
+    l->keys[0] = key_name(key, "rate");
+    l->keys[1] = key_name(key, "run");
+    l->channel = key_name(key, "free");
+    if (!l->keys[0] || !l->keys[1] || !l->channel) {
+        rl_free(l);
+        return ENOMEM;
+    }
+    set_limits(l, lo, ro);
+    make_token_prefix(l);
+    err = first_contact(l);
+    if (!err && lo->max_at_once)
+        err = aio_redis_threads_start(l);
+    if (err) {
+        rl_free(l);
+        return err;
+    }
+    if (lo->max_per_second > 0 && isfinite(lo->max_per_second))
+        be.book = rl_book;
+    if (lo->max_at_once) {
+        be.acquire = rl_acquire;
+        be.release = rl_release;
+    }
+    err = aiometer_limiter_create_backend(lim, &be, l);
+    if (err)
+        rl_close(l);
+    return err;
+}
