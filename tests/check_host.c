@@ -12,7 +12,9 @@
  *
  * Bounds: a start can only be seen after its booked time, so lower bounds
  * on start times are strict (EPS for rounding); upper bounds allow for a
- * loaded machine.
+ * loaded machine, but not for valgrind's slowdown: the tests that have
+ * them run twice, without those bounds in their own TCase and with them
+ * in the TCase tagged "timing", which the valgrind runs leave out.
  *
  * The valgrind runs also use CK_FORK=no, where a failed assertion ends a
  * test by a longjmp and the next test runs in the same process; see `left`
@@ -391,17 +393,22 @@ static void rate_child_run(void *arg)
     aiometer_limiter_options lo = { 200, 5, 0, 0 };
     aiometer_limiter *l;
     uint64_t now;
+    double left_s;
     int err;
 
     CHILD_CHECK(aiometer_limiter_open(&l, rc->name, &lo) == 0);
     now = tu_now_ns();
     if (now < rc->t0)
         tu_sleep((double)(rc->t0 - now) / 1e9);
-    err = run_recs(l, &j, 2000, 4, 2.0 - (double)(tu_now_ns() - rc->t0) / 1e9);
+    /* Until t0 + 2 s; a child that valgrind made start after that still
+     * runs a little, since a timeout of 0 would mean none. */
+    left_s = 2.0 - (double)(tu_now_ns() - rc->t0) / 1e9;
+    err = run_recs(l, &j, 2000, 4, left_s > 0.1 ? left_s : 0.1);
     CHILD_CHECK(err == ETIMEDOUT || err == 0);
     CHILD_CHECK(aiometer_limiter_destroy(l) == 0);
 }
 
+/* _i 1 (TCase timing) also asserts the throughput. */
 START_TEST(t_rate_4x4)
 {
     char name[64];
@@ -435,7 +442,10 @@ START_TEST(t_rate_4x4)
         for (size_t j = i + 1; j < n; j++)
             ck_assert_msg((double)(j - i + 1) <= burst + ((double)(s[j] - s[i]) / 1e9 + LATE) * rate,
                           "%zu starts in %.4f s", j - i + 1, (double)(s[j] - s[i]) / 1e9);
-    ck_assert_msg(in_time >= 0.95 * (burst + 2.0 * rate), "only %zu starts in 2 s", in_time);
+    if (_i)
+        ck_assert_msg(in_time >= 0.95 * (burst + 2.0 * rate), "only %zu starts in 2 s", in_time);
+    else
+        ck_assert_msg(n > burst, "only %zu starts: the rate was never the limit", n);
     aiometer_limiter_unlink(name);
     area_free(a);
 }
@@ -554,6 +564,7 @@ static void *waiter_run(void *arg)
     return NULL;
 }
 
+/* _i 1 (TCase timing) also bounds how soon the slots come back. */
 START_TEST(t_sigkill_holder)
 {
     static waiter w; /* static: the thread may outlive a failed test */
@@ -583,9 +594,11 @@ START_TEST(t_sigkill_holder)
     s = sorted_starts(mine, &n);
     ck_assert_int_eq(n, 3);
     first = s[0];
-    ck_assert_msg(first >= killed && tu_since(killed) >= 0 &&
-                      (double)(first - killed) / 1e9 < 1.0,
-                  "first start %.3f s after the kill", (double)(first - killed) / 1e9);
+    ck_assert_msg(first >= killed, "a start %.3f s before the kill",
+                  (double)(killed - first) / 1e9);
+    if (_i)
+        ck_assert_msg((double)(first - killed) / 1e9 < 1.0, "first start %.3f s after the kill",
+                      (double)(first - killed) / 1e9);
     ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
     forget_pid(pid);
     destroy_ok(w.l);
@@ -595,7 +608,8 @@ START_TEST(t_sigkill_holder)
 }
 END_TEST
 
-/* A cancelled or timed-out call ends its wait for a slot promptly. */
+/* A cancelled or timed-out call ends its wait for a slot; _i 1 (TCase
+ * timing): promptly. */
 START_TEST(t_wait_ends_at_deadline)
 {
     char name[64];
@@ -616,7 +630,8 @@ START_TEST(t_wait_ends_at_deadline)
     rc = run_recs(l, &j, 4, 4, 0.2);
     ck_assert_int_eq(rc, ETIMEDOUT);
     ck_assert_int_eq(atomic_load(&mine->n), 0);
-    ck_assert_msg(tu_since(t) < 0.2 + 0.1, "the call took %.3f s", tu_since(t));
+    if (_i)
+        ck_assert_msg(tu_since(t) < 0.2 + 0.1, "the call took %.3f s", tu_since(t));
     reap_killed(pid);
     destroy_ok(l);
     aiometer_limiter_unlink(name);
@@ -805,6 +820,7 @@ static void restart_run(void *arg)
     CHILD_CHECK(aiometer_limiter_destroy(l) == 0);
 }
 
+/* _i 1 (TCase timing): and not much later. */
 START_TEST(t_restart)
 {
     char name[64];
@@ -827,8 +843,9 @@ START_TEST(t_restart)
     ck_assert_int_eq(atomic_load(&a->r[10].who), 2);
     ck_assert_msg((double)(s10 - s0) / 1e9 >= 1.0 - EPS, "second run started after %.4f s",
                   (double)(s10 - s0) / 1e9);
-    ck_assert_msg((double)(s10 - s0) / 1e9 < 1.0 + 0.3, "second run started after %.4f s",
-                  (double)(s10 - s0) / 1e9);
+    if (_i)
+        ck_assert_msg((double)(s10 - s0) / 1e9 < 1.0 + 0.3, "second run started after %.4f s",
+                      (double)(s10 - s0) / 1e9);
     aiometer_limiter_unlink(name);
     area_free(a);
 }
@@ -909,16 +926,17 @@ START_TEST(t_unlink_fresh)
     int rc;
 
     name_of(name, sizeof name, "unlink");
-    old = open_ok(name, 1, 1, 0);
+    old = open_ok(name, 0.01, 1, 0);
     ck_assert_int_eq(started_within(old, 1, 0, &rc), 1);
     ck_assert_int_eq(rc, 0);
     ck_assert_int_eq(aiometer_limiter_unlink(name), 0);
-    /* The old handle keeps the old schedule: the next start is 1 s away. */
+    /* The old handle keeps the old schedule: the next start is 100 s away. */
     ck_assert_int_eq(started_within(old, 1, 0.2, &rc), 0);
     ck_assert_int_eq(rc, ETIMEDOUT);
-    /* A new open is a new budget. */
-    fresh = open_ok(name, 1, 1, 0);
-    ck_assert_int_eq(started_within(fresh, 1, 0.2, &rc), 1);
+    /* A new open is a new budget: a start now, not in 100 s (the 5 s
+     * allow for valgrind). */
+    fresh = open_ok(name, 0.01, 1, 0);
+    ck_assert_int_eq(started_within(fresh, 1, 5.0, &rc), 1);
     ck_assert_int_eq(rc, 0);
     destroy_ok(old);
     destroy_ok(fresh);
@@ -987,8 +1005,9 @@ START_TEST(t_new_boot)
     ck_assert_ptr_nonnull(p);
     p[0] = p[0] == '0' ? '1' : '0';
     write_at(path, p - hdr, p, 1);
+    /* A start now, not in 100 s (the 5 s allow for valgrind). */
     again = open_ok(name, 0.01, 1, 1);
-    ck_assert_int_eq(started_within(again, 1, 0.5, &rc), 1);
+    ck_assert_int_eq(started_within(again, 1, 5.0, &rc), 1);
     ck_assert_int_eq(rc, 0);
     destroy_ok(again);
     destroy_ok(l);
@@ -1027,8 +1046,15 @@ START_TEST(t_tiny_rates)
     name_of(name, sizeof name, "tiny");
     for (int round = 0; round < 2; round++) {
         l = open_ok(name, rates[_i], 1, 0);
-        /* 12 bookings at once: with a wrapping sum the fifth would start. */
-        ck_assert_int_eq(started_within(l, 12, 0.3, &rc), (round == 0 ? 1 : 0));
+        /* A fresh schedule starts one job, whenever it gets to (no
+         * timeout: how soon depends on the machine's speed)... */
+        if (round == 0) {
+            ck_assert_int_eq(started_within(l, 1, 0, &rc), 1);
+            ck_assert_int_eq(rc, 0);
+        }
+        /* ...then no more: 12 bookings at once, of which the fifth would
+         * start with a wrapping sum. */
+        ck_assert_int_eq(started_within(l, 12, 0.3, &rc), 0);
         ck_assert_int_eq(rc, ETIMEDOUT);
         destroy_ok(l);
     }
@@ -1246,11 +1272,12 @@ Suite *host_suite(void)
     Suite *s = suite_create("host");
     TCase *tc;
 
+    /* Loop index 0: without the bounds that need a fast machine. */
     tc = host_tcase("core", 30);
-    tcase_add_test(tc, t_rate_4x4);
+    tcase_add_loop_test(tc, t_rate_4x4, 0, 1);
     tcase_add_test(tc, t_cap6);
     tcase_add_test(tc, t_cap1);
-    tcase_add_test(tc, t_restart);
+    tcase_add_loop_test(tc, t_restart, 0, 1);
     tcase_add_test(tc, t_exec_share);
     tcase_add_test(tc, t_unlink_fresh);
     tcase_add_test(tc, t_new_boot);
@@ -1258,8 +1285,8 @@ Suite *host_suite(void)
     suite_add_tcase(s, tc);
 
     tc = host_tcase("crash", 60);
-    tcase_add_test(tc, t_sigkill_holder);
-    tcase_add_test(tc, t_wait_ends_at_deadline);
+    tcase_add_loop_test(tc, t_sigkill_holder, 0, 1);
+    tcase_add_loop_test(tc, t_wait_ends_at_deadline, 0, 1);
     tcase_add_test(tc, t_kill_loop);
     suite_add_tcase(s, tc);
 
@@ -1269,5 +1296,14 @@ Suite *host_suite(void)
     tcase_add_test(tc, t_ownership);
     suite_add_tcase(s, tc);
 
+    /* Loop index 1: the same tests with their upper bounds on time, which
+     * hold on a loaded machine but not under valgrind. */
+    tc = host_tcase("timing", 60);
+    tcase_set_tags(tc, "timing");
+    tcase_add_loop_test(tc, t_rate_4x4, 1, 2);
+    tcase_add_loop_test(tc, t_restart, 1, 2);
+    tcase_add_loop_test(tc, t_sigkill_holder, 1, 2);
+    tcase_add_loop_test(tc, t_wait_ends_at_deadline, 1, 2);
+    suite_add_tcase(s, tc);
     return s;
 }
