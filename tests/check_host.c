@@ -882,8 +882,9 @@ START_TEST(t_exec_share)
     FILE *f;
 
     /* Said here rather than as a child's exit status 127. */
-    ck_assert_msg(access(HOST_HELPER, X_OK) == 0, "%s: %s (building tests/check_aiometer builds it)",
-                  HOST_HELPER, strerror(errno));
+    ck_assert_msg(access(HOST_HELPER, X_OK) == 0,
+                  "%s: %s (building tests/check_aiometer builds it)", HOST_HELPER,
+                  strerror(errno));
     name_of(name, sizeof name, "exec");
     ck_assert_int_eq(pipe(ec.fds), 0);
     ec.name = name;
