@@ -45,10 +45,11 @@ int aio_redis_load_script(struct aio_redis_limiter *l, struct aio_redis_conn *c,
     return err;
 }
 
-int aio_redis_run(struct aio_redis_limiter *l, int argc, const char **args, int cancel_fd,
-                  redisReply **reply)
+int aio_redis_run(struct aio_redis_limiter *l, const struct aio_redis_names *names, int argc,
+                  const char **args, int cancel_fd, redisReply **reply)
 {
-    const char *argv[16] = { "EVALSHA", l->sha, "2", l->keys[0], l->keys[1] };
+    const struct aio_redis_names *n = names ? names : &l->names;
+    const char *argv[16] = { "EVALSHA", l->sha, "2", n->rate, n->run };
     int attempt, reloaded = 0, err = 0, i;
 
     for (i = 0; i < argc && i < 11; i++)
@@ -97,24 +98,3 @@ int aio_redis_run(struct aio_redis_limiter *l, int argc, const char **args, int 
     }
     return err;
 }
-
-int aio_redis_list_push(char ***list, size_t *n, size_t *max, const char *s)
-{
-    char *copy;
-
-    if (*n == *max) {
-        size_t m = *max ? *max * 2 : 16;
-        char **bigger = realloc(*list, m * sizeof(**list));
-
-        if (!bigger)
-            return ENOMEM;
-        *list = bigger;
-        *max = m;
-    }
-    copy = strdup(s);
-    if (!copy)
-        return ENOMEM;
-    (*list)[(*n)++] = copy;
-    return 0;
-}
-

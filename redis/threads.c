@@ -22,13 +22,24 @@
 /* Renew at most this many tokens per script call. */
 #define RENEW_BATCH 8
 
-void aio_redis_wake_one(struct aio_redis_limiter *l)
+/* Does a give that published msg free a slot waiter w may take? */
+static int wakes(const struct aio_redis_waiter *w, const char *msg, size_t len)
+{
+    char mine[AIO_REDIS_NAME_MAX];
+    size_t n = aio_redis_message_of(w->key, mine);
+
+    return n == len && memcmp(mine, msg, len) == 0;
+}
+
+void aio_redis_wake_one(struct aio_redis_limiter *l, const char *msg, size_t len)
 {
     struct aio_redis_waiter *w;
     uint64_t one = 1;
 
     pthread_mutex_lock(&l->lock);
-    for (w = l->waiters; w && w->woken; w = w->next)
+    if (l->per_key)
+        aio_redis_refusal_clear_locked(l, msg, len);
+    for (w = l->waiters; w && (w->woken || !wakes(w, msg, len)); w = w->next)
         ;
     if (w) {
         w->woken = 1;
@@ -48,14 +59,31 @@ static int stopping(struct aio_redis_limiter *l, uint64_t ns)
     return poll(&pfd, 1, (int)(ns / 1000000)) > 0;
 }
 
-/* Take up to n tokens from list[from..] as script arguments (copies). */
-static size_t copy_tokens(char **list, size_t count, size_t from, char **out, size_t n)
+/* Copy up to n tokens of holds[from..] that share the first one's key
+ * into out; *key gets a copy of that key.  How many were copied (fewer
+ * when out of memory: the rest are renewed next time). */
+static size_t copy_tokens(const struct aio_redis_holds *h, size_t from, char **out, size_t n,
+                          char **key)
 {
-    size_t i;
+    const char *k;
+    size_t i, m = 0;
 
-    for (i = 0; i < n && from + i < count; i++)
-        out[i] = strdup(list[from + i]);
-    return i;
+    *key = NULL;
+    if (from >= h->n)
+        return 0;
+    k = h->v[from].key;
+    if (k && !(*key = strdup(k)))
+        return 0;
+    for (i = from; i < h->n && m < n; i++) {
+        const char *ki = h->v[i].key;
+
+        if ((k == NULL) != (ki == NULL) || (k && strcmp(k, ki) != 0))
+            break;
+        if (!(out[m] = strdup(h->v[i].token)))
+            break;
+        m++;
+    }
+    return m;
 }
 
 static void renew_all(struct aio_redis_limiter *l)
@@ -63,46 +91,69 @@ static void renew_all(struct aio_redis_limiter *l)
     size_t from = 0;
 
     for (;;) {
-        char *tokens[RENEW_BATCH];
+        char *tokens[RENEW_BATCH], *key;
         const char *args[2 + RENEW_BATCH] = { "renew", l->lease_us };
+        struct aio_redis_names names;
         redisReply *r;
         size_t n, i;
-        int ok = 1;
 
         pthread_mutex_lock(&l->lock);
-        n = copy_tokens(l->held, l->n_held, from, tokens, RENEW_BATCH);
+        n = copy_tokens(&l->held, from, tokens, RENEW_BATCH, &key);
         pthread_mutex_unlock(&l->lock);
-        if (n == 0)
+        if (n == 0) {
+            free(key);
             return;
-        for (i = 0; i < n; i++) {
-            args[2 + i] = tokens[i];
-            ok = ok && tokens[i];
         }
-        if (ok && !aio_redis_run(l, 2 + (int)n, args, -1, &r))
+        for (i = 0; i < n; i++)
+            args[2 + i] = tokens[i];
+        aio_redis_names_of(l, key, &names);
+        if (!aio_redis_run(l, &names, 2 + (int)n, args, -1, &r))
             freeReplyObject(r);
         for (i = 0; i < n; i++)
             free(tokens[i]);
+        free(key);
         from += n;
     }
+}
+
+/* Give back one slot of key held as token, and wake the fleet's waiters
+ * for it. */
+void aio_redis_give(struct aio_redis_limiter *l, const char *token, const char *key)
+{
+    char msg[AIO_REDIS_NAME_MAX];
+    const char *args[4] = { "give", l->channel, token, msg };
+    struct aio_redis_names names;
+    redisReply *r;
+    size_t len;
+
+    len = aio_redis_message_of(key, msg);
+    aio_redis_names_of(l, key, &names);
+    if (l->per_key) {
+        /* This process's next take of the key asks Redis at once. */
+        pthread_mutex_lock(&l->lock);
+        aio_redis_refusal_clear_locked(l, msg, len);
+        pthread_mutex_unlock(&l->lock);
+    }
+    /* A give that fails leaves the slot to end with its lease, which is
+     * no longer renewed. */
+    if (!aio_redis_run(l, &names, 4, args, -1, &r))
+        freeReplyObject(r);
 }
 
 static void give_orphans(struct aio_redis_limiter *l)
 {
     for (;;) {
-        const char *args[3] = { "give", l->channel, NULL };
-        redisReply *r;
-        char *token = NULL;
+        struct aio_redis_hold h;
+        int got;
 
         pthread_mutex_lock(&l->lock);
-        if (l->n_orphans)
-            token = l->orphans[--l->n_orphans];
+        got = aio_redis_holds_take(&l->orphans, NULL, &h);
         pthread_mutex_unlock(&l->lock);
-        if (!token)
+        if (!got)
             return;
-        args[2] = token;
-        if (!aio_redis_run(l, 3, args, -1, &r))
-            freeReplyObject(r);
-        free(token);
+        aio_redis_give(l, h.token, h.key);
+        free(h.token);
+        free(h.key);
     }
 }
 
@@ -177,8 +228,8 @@ static void *subscriber(void *arg)
             backoff = 50000000;
             continue;
         }
-        if (r && is_message(r))
-            aio_redis_wake_one(l);
+        if (r && is_message(r) && r->element[2]->type == REDIS_REPLY_STRING)
+            aio_redis_wake_one(l, r->element[2]->str, r->element[2]->len);
         if (r)
             freeReplyObject(r);
     }
