@@ -13,7 +13,7 @@
 /* As in libaiometer: intervals and tolerances held at 2^62 ns. */
 #define MAX_NS 4611686018427387904.0
 
-void aio_redis_fallback_init(struct aio_redis_fallback *f, double rate, size_t burst,
+void aiometer__redis_fallback_init(struct aiometer__redis_fallback *f, double rate, size_t burst,
                              size_t max_at_once, double share, size_t max_keys)
 {
     double t, b, cap;
@@ -39,13 +39,13 @@ void aio_redis_fallback_init(struct aio_redis_fallback *f, double rate, size_t b
     f->n_buckets = f->n_keys = 0;
 }
 
-void aio_redis_fallback_free(struct aio_redis_fallback *f)
+void aiometer__redis_fallback_free(struct aiometer__redis_fallback *f)
 {
     size_t i;
 
     for (i = 0; i < f->n_buckets; i++) {
         while (f->buckets[i]) {
-            struct aio_redis_lkey *e = f->buckets[i];
+            struct aiometer__redis_lkey *e = f->buckets[i];
 
             f->buckets[i] = e->next;
             free(e->key);
@@ -57,7 +57,7 @@ void aio_redis_fallback_free(struct aio_redis_fallback *f)
     f->n_buckets = f->n_keys = 0;
 }
 
-static uint64_t book_tat(const struct aio_redis_fallback *f, uint64_t *tat, uint64_t now)
+static uint64_t book_tat(const struct aiometer__redis_fallback *f, uint64_t *tat, uint64_t now)
 {
     uint64_t grant, base;
 
@@ -73,7 +73,7 @@ static uint64_t book_tat(const struct aio_redis_fallback *f, uint64_t *tat, uint
 
 /* ---- the per-key table --------------------------------------------------------------- */
 
-static size_t bucket_of(const struct aio_redis_fallback *f, const char *key)
+static size_t bucket_of(const struct aiometer__redis_fallback *f, const char *key)
 {
     uint64_t h = UINT64_C(0xcbf29ce484222325);
 
@@ -84,15 +84,15 @@ static size_t bucket_of(const struct aio_redis_fallback *f, const char *key)
 
 /* Forget one key whose schedule is past and which holds no local slot: 1
  * if one was found. */
-static int forget_idle(struct aio_redis_fallback *f, uint64_t now)
+static int forget_idle(struct aiometer__redis_fallback *f, uint64_t now)
 {
     size_t i;
 
     for (i = 0; i < f->n_buckets; i++) {
-        struct aio_redis_lkey **p;
+        struct aiometer__redis_lkey **p;
 
         for (p = &f->buckets[i]; *p; p = &(*p)->next) {
-            struct aio_redis_lkey *e = *p;
+            struct aiometer__redis_lkey *e = *p;
 
             if (e->held == 0 && e->tat <= now) {
                 *p = e->next;
@@ -108,10 +108,10 @@ static int forget_idle(struct aio_redis_fallback *f, uint64_t now)
 
 /* key's entry, made if need be: 0 with *out, EAGAIN (the table is full of
  * keys in use) or ENOMEM. */
-static int entry(struct aio_redis_fallback *f, const char *key, uint64_t now,
-                 struct aio_redis_lkey **out)
+static int entry(struct aiometer__redis_fallback *f, const char *key, uint64_t now,
+                 struct aiometer__redis_lkey **out)
 {
-    struct aio_redis_lkey *e;
+    struct aiometer__redis_lkey *e;
     size_t b;
 
     if (!f->buckets) {
@@ -146,10 +146,10 @@ static int entry(struct aio_redis_fallback *f, const char *key, uint64_t now,
     return 0;
 }
 
-int aio_redis_fallback_book_locked(struct aio_redis_fallback *f, const char *key, uint64_t now,
+int aiometer__redis_fallback_book_locked(struct aiometer__redis_fallback *f, const char *key, uint64_t now,
                                    uint64_t *start)
 {
-    struct aio_redis_lkey *e;
+    struct aiometer__redis_lkey *e;
     int err;
 
     if (!key) {
@@ -162,9 +162,9 @@ int aio_redis_fallback_book_locked(struct aio_redis_fallback *f, const char *key
     return err;
 }
 
-int aio_redis_fallback_take_locked(struct aio_redis_fallback *f, const char *key, uint64_t now)
+int aiometer__redis_fallback_take_locked(struct aiometer__redis_fallback *f, const char *key, uint64_t now)
 {
-    struct aio_redis_lkey *e;
+    struct aiometer__redis_lkey *e;
     int err;
 
     if (!key) {
@@ -182,9 +182,9 @@ int aio_redis_fallback_take_locked(struct aio_redis_fallback *f, const char *key
     return 0;
 }
 
-int aio_redis_fallback_give_locked(struct aio_redis_fallback *f, const char *key)
+int aiometer__redis_fallback_give_locked(struct aiometer__redis_fallback *f, const char *key)
 {
-    struct aio_redis_lkey *e;
+    struct aiometer__redis_lkey *e;
 
     if (!key) {
         if (!f->held)

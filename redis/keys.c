@@ -5,7 +5,7 @@
  * A job key J of a per-key limiter has its own pair under the same hash
  * tag, "aiometer:{key}:k:<enc>:rate" and "aiometer:{key}:k:<enc>:run",
  * where <enc> is "<length of J in decimal>:<J's bytes>" for a J of at most
- * AIO_REDIS_VERBATIM_MAX bytes, and "h:<32 hex digits>" (a 128-bit hash of
+ * AIOMETER__REDIS_VERBATIM_MAX bytes, and "h:<32 hex digits>" (a 128-bit hash of
  * J) for a longer one.  The length in front makes the encoding of any J,
  * colons and other bytes included, read back one way only, so two job keys
  * never share a Redis key, and no job key's Redis key is one of the
@@ -44,12 +44,12 @@ static void hash128(const char *s, size_t n, uint64_t h[2])
     }
 }
 
-/* J's encoding into buf (at least AIO_REDIS_VERBATIM_MAX + 24 bytes). */
+/* J's encoding into buf (at least AIOMETER__REDIS_VERBATIM_MAX + 24 bytes). */
 static void encode(const char *key, char *buf, size_t size)
 {
     size_t n = strlen(key);
 
-    if (n <= AIO_REDIS_VERBATIM_MAX) {
+    if (n <= AIOMETER__REDIS_VERBATIM_MAX) {
         snprintf(buf, size, "%zu:%s", n, key);
     } else {
         uint64_t h[2];
@@ -60,10 +60,10 @@ static void encode(const char *key, char *buf, size_t size)
     }
 }
 
-void aio_redis_names_of(const struct aio_redis_limiter *l, const char *key,
-                        struct aio_redis_names *n)
+void aiometer__redis_names_of(const struct aiometer__redis_limiter *l, const char *key,
+                        struct aiometer__redis_names *n)
 {
-    char enc[AIO_REDIS_VERBATIM_MAX + 24];
+    char enc[AIOMETER__REDIS_VERBATIM_MAX + 24];
 
     if (!key) {
         *n = l->names;
@@ -74,14 +74,14 @@ void aio_redis_names_of(const struct aio_redis_limiter *l, const char *key,
     snprintf(n->run, sizeof(n->run), "%sk:%s:run", l->prefix, enc);
 }
 
-size_t aio_redis_message_of(const char *key, char *buf)
+size_t aiometer__redis_message_of(const char *key, char *buf)
 {
     if (!key) {
         memcpy(buf, "1", 2);
         return 1;
     }
     buf[0] = 'k';
-    encode(key, buf + 1, AIO_REDIS_NAME_MAX - 1);
+    encode(key, buf + 1, AIOMETER__REDIS_NAME_MAX - 1);
     return strlen(buf);
 }
 
@@ -99,8 +99,8 @@ static uint64_t msg_hash(const char *msg, size_t len)
 
 static uint64_t key_hash(const char *key)
 {
-    char msg[AIO_REDIS_NAME_MAX];
-    size_t len = aio_redis_message_of(key, msg);
+    char msg[AIOMETER__REDIS_NAME_MAX];
+    size_t len = aiometer__redis_message_of(key, msg);
 
     return msg_hash(msg, len);
 }
@@ -108,26 +108,26 @@ static uint64_t key_hash(const char *key)
 /* A direct-mapped table: a key whose entry another key took is simply
  * asked about in Redis again.  Two keys with one 64-bit hash would share
  * refusals for a few milliseconds at most. */
-static struct aio_redis_refusal *slot_of(struct aio_redis_limiter *l, uint64_t h)
+static struct aiometer__redis_refusal *slot_of(struct aiometer__redis_limiter *l, uint64_t h)
 {
-    return &l->refused[(h ^ (h >> 29)) % AIO_REDIS_REFUSALS];
+    return &l->refused[(h ^ (h >> 29)) % AIOMETER__REDIS_REFUSALS];
 }
 
-int aio_redis_refused_locked(struct aio_redis_limiter *l, const char *key, uint64_t now,
+int aiometer__redis_refused_locked(struct aiometer__redis_limiter *l, const char *key, uint64_t now,
                              uint64_t *gives)
 {
     uint64_t h = key_hash(key);
-    struct aio_redis_refusal *r = slot_of(l, h);
+    struct aiometer__redis_refusal *r = slot_of(l, h);
 
     *gives = r->gives;
     return r->hash == h && now < r->until;
 }
 
-void aio_redis_refusal_note_locked(struct aio_redis_limiter *l, const char *key, uint64_t gives,
+void aiometer__redis_refusal_note_locked(struct aiometer__redis_limiter *l, const char *key, uint64_t gives,
                                    uint64_t until)
 {
     uint64_t h = key_hash(key);
-    struct aio_redis_refusal *r = slot_of(l, h);
+    struct aiometer__redis_refusal *r = slot_of(l, h);
 
     /* A slot given back since the take asked Redis may be free now. */
     if (r->gives != gives)
@@ -136,10 +136,10 @@ void aio_redis_refusal_note_locked(struct aio_redis_limiter *l, const char *key,
     r->until = until;
 }
 
-void aio_redis_refusal_clear_locked(struct aio_redis_limiter *l, const char *msg, size_t len)
+void aiometer__redis_refusal_clear_locked(struct aiometer__redis_limiter *l, const char *msg, size_t len)
 {
     uint64_t h = msg_hash(msg, len);
-    struct aio_redis_refusal *r = slot_of(l, h);
+    struct aiometer__redis_refusal *r = slot_of(l, h);
 
     r->gives++;
     if (r->hash == h)
@@ -148,9 +148,9 @@ void aio_redis_refusal_clear_locked(struct aio_redis_limiter *l, const char *msg
 
 /* ---- the slots this process holds ------------------------------------------------------ */
 
-int aio_redis_holds_push(struct aio_redis_holds *h, const char *token, const char *key)
+int aiometer__redis_holds_push(struct aiometer__redis_holds *h, const char *token, const char *key)
 {
-    struct aio_redis_hold x = { strdup(token), key ? strdup(key) : NULL };
+    struct aiometer__redis_hold x = { strdup(token), key ? strdup(key) : NULL };
 
     if (!x.token || (key && !x.key)) {
         free(x.token);
@@ -159,7 +159,7 @@ int aio_redis_holds_push(struct aio_redis_holds *h, const char *token, const cha
     }
     if (h->n == h->max) {
         size_t m = h->max ? h->max * 2 : 16;
-        struct aio_redis_hold *bigger = realloc(h->v, m * sizeof(*bigger));
+        struct aiometer__redis_hold *bigger = realloc(h->v, m * sizeof(*bigger));
 
         if (!bigger) {
             free(x.token);
@@ -173,7 +173,7 @@ int aio_redis_holds_push(struct aio_redis_holds *h, const char *token, const cha
     return 0;
 }
 
-int aio_redis_holds_take(struct aio_redis_holds *h, const char *key, struct aio_redis_hold *out)
+int aiometer__redis_holds_take(struct aiometer__redis_holds *h, const char *key, struct aiometer__redis_hold *out)
 {
     size_t i = h->n;
 
@@ -191,7 +191,7 @@ int aio_redis_holds_take(struct aio_redis_holds *h, const char *key, struct aio_
     return 0;
 }
 
-void aio_redis_holds_free(struct aio_redis_holds *h)
+void aiometer__redis_holds_free(struct aiometer__redis_holds *h)
 {
     size_t i;
 

@@ -1,8 +1,8 @@
 /* rlimiter.h - the state of one Redis-backed limiter, shared by its
  * operations (rlimiter.c), its background threads (threads.c) and its
  * in-process fallback (fallback.c). */
-#ifndef AIO_REDIS_RLIMITER_H
-#define AIO_REDIS_RLIMITER_H
+#ifndef AIOMETER__REDIS_RLIMITER_H
+#define AIOMETER__REDIS_RLIMITER_H
 
 #include "aiometer.h"
 #include "conn.h"
@@ -13,50 +13,50 @@
 
 /* The longest Redis key name of a limiter: "aiometer:{" + a limiter key of
  * at most 200 bytes + "}:k:" + a job key's encoding (at most
- * AIO_REDIS_VERBATIM_MAX bytes and its length, or a hash) + ":rate". */
-#define AIO_REDIS_NAME_MAX 400
+ * AIOMETER__REDIS_VERBATIM_MAX bytes and its length, or a hash) + ":rate". */
+#define AIOMETER__REDIS_NAME_MAX 400
 /* Job keys up to this long are stored verbatim; longer ones by a hash. */
-#define AIO_REDIS_VERBATIM_MAX 128
+#define AIOMETER__REDIS_VERBATIM_MAX 128
 
 /* The two Redis keys an operation works on: the rate key and the running
  * slots' key, of the whole limiter or of one job key. */
-struct aio_redis_names {
-    char rate[AIO_REDIS_NAME_MAX], run[AIO_REDIS_NAME_MAX];
+struct aiometer__redis_names {
+    char rate[AIOMETER__REDIS_NAME_MAX], run[AIOMETER__REDIS_NAME_MAX];
 };
 
 /* A running slot this process holds in Redis: its token, and the job key
  * it was taken for (NULL on a limiter that is not per key). */
-struct aio_redis_hold {
+struct aiometer__redis_hold {
     char *token;
     char *key;
 };
 
 /* A list of holds, guarded by the limiter's lock. */
-struct aio_redis_holds {
-    struct aio_redis_hold *v;
+struct aiometer__redis_holds {
+    struct aiometer__redis_hold *v;
     size_t n, max;
 };
 
 /* A thread waiting for a running slot, woken through its eventfd when a
  * slot of its key (NULL: of the limiter) is given back somewhere in the
  * fleet. */
-struct aio_redis_waiter {
+struct aiometer__redis_waiter {
     int efd;
     int woken;
     const char *key;
-    struct aio_redis_waiter *next;
+    struct aiometer__redis_waiter *next;
 };
 
 /* One job key's budget in the local fallback of a per-key limiter. */
-struct aio_redis_lkey {
+struct aiometer__redis_lkey {
     char *key;
     uint64_t tat;
     size_t held;
-    struct aio_redis_lkey *next; /* in its hash bucket */
+    struct aiometer__redis_lkey *next; /* in its hash bucket */
 };
 
 /* The local budget used instead of Redis in AIOMETER_REDIS_LOCAL mode. */
-struct aio_redis_fallback {
+struct aiometer__redis_fallback {
     int has_rate;
     uint64_t interval;  /* ns between starts at local_share of the rate */
     uint64_t tolerance; /* ns of burst */
@@ -67,21 +67,21 @@ struct aio_redis_fallback {
      * keys, each with its own tat and held; guarded by the limiter's lock.
      * A key is forgotten only when its schedule is past and it holds no
      * slot, as in libaiometer's own per-key limiter. */
-    struct aio_redis_lkey **buckets;
+    struct aiometer__redis_lkey **buckets;
     size_t n_buckets, n_keys, max_keys;
 };
 
 /* A job key whose slots Redis refused lately (see keys.c). */
-struct aio_redis_refusal {
+struct aiometer__redis_refusal {
     uint64_t hash;  /* of the key's give message; 0: empty */
     uint64_t until; /* monotonic ns */
     uint64_t gives; /* gives seen for the keys of this entry */
 };
-#define AIO_REDIS_REFUSALS 64
+#define AIOMETER__REDIS_REFUSALS 64
 
-struct aio_redis_limiter {
-    struct aio_redis_pool pool;
-    struct aio_redis_names names; /* "aiometer:{key}:rate", "aiometer:{key}:run" */
+struct aiometer__redis_limiter {
+    struct aiometer__redis_pool pool;
+    struct aiometer__redis_names names; /* "aiometer:{key}:rate", "aiometer:{key}:run" */
     char *prefix;  /* "aiometer:{key}:", which every key of the limiter begins with */
     char *channel; /* "aiometer:{key}:free" */
     int per_key;   /* the limits apply to each job key separately */
@@ -100,11 +100,11 @@ struct aio_redis_limiter {
     pthread_mutex_t lock;
     /* Guarded by lock: */
     uint64_t token_seq;
-    struct aio_redis_holds held;    /* the slots this process holds in Redis */
-    struct aio_redis_holds orphans; /* slots a cancelled take may have left behind */
-    struct aio_redis_waiter *waiters; /* FIFO: the oldest first */
-    struct aio_redis_fallback local;
-    struct aio_redis_refusal refused[AIO_REDIS_REFUSALS];
+    struct aiometer__redis_holds held;    /* the slots this process holds in Redis */
+    struct aiometer__redis_holds orphans; /* slots a cancelled take may have left behind */
+    struct aiometer__redis_waiter *waiters; /* FIFO: the oldest first */
+    struct aiometer__redis_fallback local;
+    struct aiometer__redis_refusal refused[AIOMETER__REDIS_REFUSALS];
     /* The server's clock minus ours (ns), at least: the largest
      * server_time - reply_time seen in this window of OFFSET_WINDOW_NS and
      * the one before; INT64_MIN when unknown.  See rl_book. */
@@ -114,21 +114,21 @@ struct aio_redis_limiter {
 
 /* Run the script's operation op with args on a pooled connection, on the
  * keys `names` (NULL: the limiter's own): 0 with *reply (never an error
- * reply), or an errno value.  cancel_fd as for aio_redis_command. */
-int aio_redis_run(struct aio_redis_limiter *l, const struct aio_redis_names *names, int argc,
+ * reply), or an errno value.  cancel_fd as for aiometer__redis_command. */
+int aiometer__redis_run(struct aiometer__redis_limiter *l, const struct aiometer__redis_names *names, int argc,
                   const char **args, int cancel_fd, redisReply **reply);
 
 /* SCRIPT LOAD on c: 0 (and the SHA in sha); EACCES; ENOTSUP; or the
  * connection's error. */
-int aio_redis_load_script(struct aio_redis_limiter *l, struct aio_redis_conn *c, char sha[41]);
+int aiometer__redis_load_script(struct aiometer__redis_limiter *l, struct aiometer__redis_conn *c, char sha[41]);
 
 /* keys.c: the Redis keys of job key `key` (NULL: the limiter's own). */
-void aio_redis_names_of(const struct aio_redis_limiter *l, const char *key,
-                        struct aio_redis_names *n);
+void aiometer__redis_names_of(const struct aiometer__redis_limiter *l, const char *key,
+                        struct aiometer__redis_names *n);
 /* The message a give of key's slot publishes, into buf (at least
- * AIO_REDIS_NAME_MAX bytes): "1" for the limiter's own slots, "k" and the
+ * AIOMETER__REDIS_NAME_MAX bytes): "1" for the limiter's own slots, "k" and the
  * job key's encoding for a job key's.  Its length. */
-size_t aio_redis_message_of(const char *key, char *buf);
+size_t aiometer__redis_message_of(const char *key, char *buf);
 /* The refusal cache of a per-key limiter: a job key whose take Redis
  * refused is refused again here, without a round trip, until `until` or
  * until a slot of that key is given back (its give message, seen by the
@@ -136,42 +136,42 @@ size_t aio_redis_message_of(const char *key, char *buf);
  * cannot break a cap; it spares Redis the polls of many set-aside jobs of
  * one busy key.  The lock is held for all three. */
 /* 1 if key's takes are refused for now; else 0, with *gives to hand to
- * aio_redis_refusal_note_locked after the take, which notes nothing when
+ * aiometer__redis_refusal_note_locked after the take, which notes nothing when
  * a give of the key came in between. */
-int aio_redis_refused_locked(struct aio_redis_limiter *l, const char *key, uint64_t now,
+int aiometer__redis_refused_locked(struct aiometer__redis_limiter *l, const char *key, uint64_t now,
                              uint64_t *gives);
-void aio_redis_refusal_note_locked(struct aio_redis_limiter *l, const char *key, uint64_t gives,
+void aiometer__redis_refusal_note_locked(struct aiometer__redis_limiter *l, const char *key, uint64_t gives,
                                    uint64_t until);
-void aio_redis_refusal_clear_locked(struct aio_redis_limiter *l, const char *msg, size_t len);
+void aiometer__redis_refusal_clear_locked(struct aiometer__redis_limiter *l, const char *msg, size_t len);
 /* Append a hold (token and key copied).  The lock is held.  0 or ENOMEM. */
-int aio_redis_holds_push(struct aio_redis_holds *h, const char *token, const char *key);
+int aiometer__redis_holds_push(struct aiometer__redis_holds *h, const char *token, const char *key);
 /* Take out the last hold of key (any hold when key is NULL): 1 with *out
  * (now the caller's to free), or 0 when there is none.  The lock is held. */
-int aio_redis_holds_take(struct aio_redis_holds *h, const char *key, struct aio_redis_hold *out);
-void aio_redis_holds_free(struct aio_redis_holds *h);
+int aiometer__redis_holds_take(struct aiometer__redis_holds *h, const char *key, struct aiometer__redis_hold *out);
+void aiometer__redis_holds_free(struct aiometer__redis_holds *h);
 
 /* threads.c: give back one slot of key held as token (a failure leaves it
  * to end with its lease) and wake the fleet's waiters for it. */
-void aio_redis_give(struct aio_redis_limiter *l, const char *token, const char *key);
+void aiometer__redis_give(struct aiometer__redis_limiter *l, const char *token, const char *key);
 
-int aio_redis_threads_start(struct aio_redis_limiter *l);
-void aio_redis_threads_stop(struct aio_redis_limiter *l);
+int aiometer__redis_threads_start(struct aiometer__redis_limiter *l);
+void aiometer__redis_threads_stop(struct aiometer__redis_limiter *l);
 /* A slot was given back, its message msg (len bytes; see
- * aio_redis_message_of): wake the oldest waiter for that key not woken yet. */
-void aio_redis_wake_one(struct aio_redis_limiter *l, const char *msg, size_t len);
+ * aiometer__redis_message_of): wake the oldest waiter for that key not woken yet. */
+void aiometer__redis_wake_one(struct aiometer__redis_limiter *l, const char *msg, size_t len);
 
 /* max_keys: 0 for a limiter that is not per key. */
-void aio_redis_fallback_init(struct aio_redis_fallback *f, double rate, size_t burst,
+void aiometer__redis_fallback_init(struct aiometer__redis_fallback *f, double rate, size_t burst,
                              size_t max_at_once, double share, size_t max_keys);
-void aio_redis_fallback_free(struct aio_redis_fallback *f);
+void aiometer__redis_fallback_free(struct aiometer__redis_fallback *f);
 /* Book at `now` (ns) for key (NULL: the limiter); the lock is held.  0 with
  * *start (AIOMETER_NEVER included), or EAGAIN when key is new and every
  * entry of the table is in use (ENOMEM when one cannot be made). */
-int aio_redis_fallback_book_locked(struct aio_redis_fallback *f, const char *key, uint64_t now,
+int aiometer__redis_fallback_book_locked(struct aiometer__redis_fallback *f, const char *key, uint64_t now,
                                    uint64_t *start);
 /* Take a local slot of key (NULL: the limiter): 0 or EAGAIN (ENOMEM). */
-int aio_redis_fallback_take_locked(struct aio_redis_fallback *f, const char *key, uint64_t now);
+int aiometer__redis_fallback_take_locked(struct aiometer__redis_fallback *f, const char *key, uint64_t now);
 /* Give back a local slot of key if it holds one: 1, else 0. */
-int aio_redis_fallback_give_locked(struct aio_redis_fallback *f, const char *key);
+int aiometer__redis_fallback_give_locked(struct aiometer__redis_fallback *f, const char *key);
 
 #endif

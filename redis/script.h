@@ -24,10 +24,10 @@
  * Redis deletes a sorted set whose last member is removed).  A per-key
  * limiter runs the same operations on the keys of one job key (keys.c):
  * the same saturation, the same expiry, one budget per job key. */
-#ifndef AIO_REDIS_SCRIPT_H
-#define AIO_REDIS_SCRIPT_H
+#ifndef AIOMETER__REDIS_SCRIPT_H
+#define AIOMETER__REDIS_SCRIPT_H
 
-#define AIO_REDIS_SCRIPT \
+#define AIOMETER__REDIS_SCRIPT \
     "if redis.replicate_commands then redis.replicate_commands() end\n" \
     "local LIMIT = 9007199254740991\n" \
     "local function s(x) return string.format('%.0f', x) end\n" \
