@@ -76,8 +76,18 @@ static void fail_for_good(struct aiometer__call *c, struct aiometer__local *L, s
     aiometer__job_failed(c, j, err, NULL);
 }
 
-/* Run job j once: its first attempt (re NULL), or the attempt of a parked
- * job that is due (re). */
+/* Give back the running slot the job holds on the call's limiter. */
+static void give_back(struct aiometer__call *c, struct aiometer__ctx *ctx)
+{
+    ctx->slot = 0;
+    c->shared->be.release(c->shared->state, ctx->key);
+    if (c->keyed)
+        aiometer__key_released(c, ctx->key);
+}
+
+/* Run job j once: its first attempt (re NULL), or a parked job that is due
+ * (re): the next attempt after a backoff, or a job that was set aside for
+ * its key. */
 static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct aiometer__local *L,
                     size_t j, void *source_arg, int rated, struct aiometer__sink *sink,
                     const struct aiometer__retry *re)
@@ -85,19 +95,26 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
     const struct aiometer__policy *pol = c->policy;
     aiometer_fn fn;
     void *arg, *r;
+    int ready = 1;
 
     ctx->index = j;
+    ctx->key = NULL;
     /* Relaxed: this is only a shortcut past jobs of a stopped call.  A job
      * that sees a stale "going" starts as it would have a moment earlier;
      * the claim that gave it out read stop with acquire. */
-    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING ||
-        (c->capped && !(ctx->slot = aiometer__take_slot(c, j))) ||
-        (rated && !aiometer__wait_rate(c, L, j))) {
-        if (ctx->slot) {
-            ctx->slot = 0;
-            c->shared->be.release(c->shared->state, NULL);
-        }
-        if (re) {
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
+        ready = -1;
+    else if (c->keyed)
+        ready = aiometer__key_ready(c, L, j, source_arg, re, &ctx->key, &ctx->slot);
+    else if ((c->capped && !(ctx->slot = aiometer__take_slot(c, j))) ||
+             (rated && !aiometer__wait_rate(c, L, j, 0)))
+        ready = -1;
+    if (ready == 0)
+        return; /* set aside until its key allows it */
+    if (ready < 0) {
+        if (ctx->slot)
+            give_back(c, ctx);
+        if (re && re->attempt > 0) {
             /* Stopped between two attempts: the job ends with its last
              * error. */
             fail_for_good(c, L, j, re->err);
@@ -116,7 +133,7 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
         fn = c->fn;
         arg = c->source ? source_arg : c->args[j];
     }
-    if (re) {
+    if (re && re->attempt > 0) {
         L->retried++;
         if (c->progress)
             atomic_fetch_add(&c->p_retried, 1);
@@ -142,9 +159,8 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
     } else if (ctx->retry_err) {
         /* The slot goes back before the backoff, not after it. */
         if (ctx->slot)
-            c->shared->be.release(c->shared->state, NULL);
-        ctx->slot = 0;
-        if (!aiometer__retry_park(c, j, source_arg, ctx->attempt + 1, ctx->retry_err,
+            give_back(c, ctx);
+        if (!aiometer__retry_park(c, j, source_arg, ctx->key, ctx->attempt + 1, ctx->retry_err,
                                   ctx->retry_after))
             fail_for_good(c, L, j, ctx->retry_err);
     } else {
@@ -156,10 +172,8 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
         if (pol->result)
             pol->result(c, j, r, sink);
     }
-    if (ctx->slot) {
-        ctx->slot = 0;
-        c->shared->be.release(c->shared->state, NULL);
-    }
+    if (ctx->slot)
+        give_back(c, ctx);
     if (c->progress)
         aiometer__progress_tick(c);
 }
@@ -211,7 +225,7 @@ static void participant_unwound(void *arg)
         aiometer__job_failed(c, ctx->index, EOWNERDEAD, NULL);
     }
     if (ctx->slot)
-        c->shared->be.release(c->shared->state, NULL);
+        c->shared->be.release(c->shared->state, ctx->key);
     aiometer__call_stop(c, AIOMETER__STOP_FAILED, EOWNERDEAD, ctx->index);
     if (c->policy->flush)
         c->policy->flush(c, ctx->sink);
