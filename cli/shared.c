@@ -33,12 +33,6 @@ int cli_open_shared_limiter(const struct cli_config *cfg, aiometer_limiter **lim
     lo.max_at_once = cfg->limiter_max;
     if (cfg->limiter) {
         err = aiometer_limiter_open(lim, cfg->limiter, &lo);
-        if (err == ENOSYS) {
-            fprintf(stderr, "aiometer: --limiter %s: this libaiometer (%s) has no host-wide "
-                            "named limiters: %s\n",
-                    cfg->limiter, aiometer_version_string(), aiometer_strerror(err));
-            return CLI_EXIT_ERROR;
-        }
         return err ? open_failed("--limiter", cfg->limiter, err) : 0;
     }
     if (cfg->redis_url) {
