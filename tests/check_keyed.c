@@ -322,7 +322,10 @@ END_TEST
 /* A lazy source: a job's key is asked for only once it has been pulled. */
 struct lazy {
     struct kjob *jobs;
-    size_t n, pulled;
+    size_t n;
+    /* Written by the source (never concurrently with itself), read by key
+     * functions on other threads: atomic. */
+    atomic_size_t pulled;
     atomic_size_t early; /* keys asked for jobs not yet pulled */
     atomic_size_t calls;
 };
@@ -331,9 +334,12 @@ static int lazy_next(void *state, void **arg)
 {
     struct lazy *z = state;
 
-    if (z->pulled == z->n)
+    size_t k = atomic_load_explicit(&z->pulled, memory_order_relaxed);
+
+    if (k == z->n)
         return AIOMETER_DONE;
-    *arg = &z->jobs[z->pulled++];
+    *arg = &z->jobs[k];
+    atomic_store_explicit(&z->pulled, k + 1, memory_order_release);
     return 0;
 }
 
@@ -343,9 +349,9 @@ static const char *lazy_key(void *arg, void *key_arg)
     struct kjob *j = arg;
 
     atomic_fetch_add(&z->calls, 1);
-    /* The source runs under the call's lock, which the claimer released
-     * before it asked for the key: a pulled job's index is below pulled. */
-    if (j->idx >= __atomic_load_n(&z->pulled, __ATOMIC_ACQUIRE))
+    /* The source ran before the claimer asked for the key: a pulled job's
+     * index is below pulled. */
+    if (j->idx >= atomic_load_explicit(&z->pulled, memory_order_acquire))
         atomic_fetch_add(&z->early, 1);
     return j->name;
 }
