@@ -131,6 +131,8 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     c->keep_going = opts->keep_going && policy->fail_stops;
     if (policy->has_errors && n != SIZE_MAX)
         c->errors = opts->errors;
+    atomic_init(&c->recruit, 0);
+    atomic_init(&c->learn, 0);
     atomic_init(&c->parked, 0);
     atomic_init(&c->retry_waiters, 0);
     atomic_init(&c->retried, 0);
@@ -272,6 +274,7 @@ void aiometer__call_post(struct aiometer__call *c, size_t helpers)
 {
     if (helpers == 0)
         return;
+    c->posted = 1;
     if (aiometer__pool_post(c->pool, &c->task, helpers) == 0) {
         /* The pool could start no thread at all: rather than wait for
          * helpers that will never come, the caller does the work. */
@@ -307,7 +310,8 @@ void aiometer__call_wait(struct aiometer__call *c)
      * participants still inside are all we wait for.  They are usually
      * finishing their last job, so watch for them a few microseconds
      * before sleeping: a sleep and wake-up costs tens of microseconds here. */
-    aiometer__pool_unlink(c->pool, &c->task);
+    if (c->posted)
+        aiometer__pool_unlink(c->pool, &c->task);
     if (atomic_load(&c->participants) > 0) {
         uint64_t until = aiometer__now_ns() + AIOMETER__SPIN_WAIT_NS;
         while (atomic_load(&c->participants) > 0 && aiometer__now_ns() < until)
@@ -332,7 +336,8 @@ void aiometer__call_run(struct aiometer__call *c)
     if (c->caller_runs) {
         /* The caller takes its slot before any helper can fill them all. */
         atomic_store(&c->participants, 1);
-        aiometer__call_post(c, want - 1);
+        if (!aiometer__handoff_alone(c, want - 1))
+            aiometer__call_post(c, want - 1);
         aiometer__call_work(c, 0);
         aiometer__call_leave(c);
     } else {

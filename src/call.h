@@ -123,6 +123,15 @@ struct aiometer__call {
      * waits.  Set at init, and again by aiometer__call_post when the pool could
      * start no thread; no other thread reads it. */
     int caller_runs;
+    /* The caller's own too: the call has been posted to the pool (so it
+     * must be taken out of the queue at the end). */
+    int posted;
+    /* handoff.c: helpers the caller will post once its work left is worth
+     * a wake-up (0: posted already, or never alone), and whether the next
+     * batch to end should teach the table of job times.  While recruit is
+     * nonzero the caller is the only participant (handoff.c). */
+    atomic_size_t recruit;
+    atomic_int learn;
 
     /* Read and written lock-free. */
     atomic_size_t next;          /* array input: next index to claim */
@@ -247,6 +256,16 @@ int aiometer__call_help_if_alone_locked(struct aiometer__call *c, uint64_t *alon
 /* What a call that has ended returns, decided from why it stopped: 0, the
  * failure's error, ETIMEDOUT or ECANCELED. */
 int aiometer__call_verdict(struct aiometer__call *c);
+
+/* ---- handoff.c: when a caller asks for helpers ---- */
+
+/* Called by a caller that runs jobs, before its first job, with the
+ * helpers it wants: 1 when it should start alone (the helpers are posted
+ * later by aiometer__handoff_batch, if at all), 0 when it should post them
+ * now. */
+int aiometer__handoff_alone(struct aiometer__call *c, size_t helpers);
+/* A participant of an adaptive loop ran a batch of k jobs in d ns. */
+void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d);
 
 /* ---- claim.c: claiming jobs ---- */
 

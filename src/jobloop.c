@@ -315,6 +315,7 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
         ctx->in_batch = 0;
         if (adaptive) {
             uint64_t d = aiometer__now_ns() - t0;
+            aiometer__handoff_batch(c, k, d);
             if (d < AIOMETER__BATCH_GROW_NS && batch < max_batch)
                 batch *= 2;
             else if (d > AIOMETER__BATCH_SHRINK_NS && batch > 1)
