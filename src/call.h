@@ -264,8 +264,9 @@ int aiometer__call_verdict(struct aiometer__call *c);
  * later by aiometer__handoff_batch, if at all), 0 when it should post them
  * now. */
 int aiometer__handoff_alone(struct aiometer__call *c, size_t helpers);
-/* A participant of an adaptive loop ran a batch of k jobs in d ns. */
-void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d);
+/* A participant of an adaptive loop (or an amap consumer) ran a batch of k
+ * jobs in d ns.  Helpers are recruited only for jobs of min_job_ns or more. */
+void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uint64_t min_job_ns);
 
 /* ---- claim.c: claiming jobs ---- */
 
@@ -280,9 +281,10 @@ size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wai
 
 /* ---- jobloop.c ---- */
 
-/* Run jobs of the call until none can be claimed.  With `one`, run at most
- * one job and never wait for room (the amap consumer).  Returns the number of
- * jobs claimed. */
+/* Run jobs of the call until none can be claimed.  With `one` > 0, make one
+ * claim of at most `one` jobs (one job when the call is rated or retries),
+ * run them, and never wait for room (the amap consumer).  Returns the
+ * number of jobs claimed. */
 size_t aiometer__call_work(struct aiometer__call *c, int one);
 
 /* Job j has failed for good with err (r: what it returned, or NULL): fill

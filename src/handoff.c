@@ -25,11 +25,17 @@
  * its first batch (one job: batches start at one) alone before the caller
  * sees it and posts.
  *
+ * An amap (amap.c) does the same with its consumer in the caller's place:
+ * it runs batches of the jobs itself when it finds no result ready, and
+ * posts the call for slots - 1 helpers by the same rule, so that it keeps a
+ * slot for itself.
+ *
  * The invariant that makes this safe: while c->recruit is nonzero, the
- * call is in no pool queue, so the caller is its only participant; only
- * the caller reads the nonzero value and it alone clears it (before it
- * posts).  No helper can be missed either: a call that is never posted is
- * run to its end by the caller, which needs no one. */
+ * call is in no pool queue, so its only participants are the caller (or
+ * amap's consumers); whoever clears it with the exchange posts, so helpers
+ * are posted at most once.  No job is left behind either: a call that is
+ * never posted is run to its end by the caller, and an amap by its
+ * consumer (in aiometer_amap_next, or in aiometer_amap_close). */
 #include "config.h"
 #include "call.h"
 #include "clock.h"
@@ -87,9 +93,10 @@ int aiometer__handoff_alone(struct aiometer__call *c, size_t helpers)
 {
     uint64_t h;
 
-    /* Retries wait in the pool's threads and rate or deadline calls leave
-     * the jobs to them (call.c): those keep the plain hand-off. */
-    if (helpers == 0 || c->rq.cap)
+    /* Retries wait in the pool's threads, and rate, limiter or deadline
+     * calls leave the jobs to them (call.c): those keep the plain
+     * hand-off. */
+    if (helpers == 0 || c->rq.cap || c->has_rate || c->shared || c->deadline != AIOMETER__NEVER)
         return 0;
     atomic_store_explicit(&c->learn, 1, memory_order_relaxed);
     h = hint_get(job_fn(c));
@@ -99,9 +106,9 @@ int aiometer__handoff_alone(struct aiometer__call *c, size_t helpers)
     return 1;
 }
 
-void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d)
+void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uint64_t min_job_ns)
 {
-    uint64_t per_job = k ? d / k : d, left;
+    uint64_t per_job = k ? d / k : d, left, h;
     size_t helpers, next;
 
     /* The first batch a participant ends tells the table how long this
@@ -112,7 +119,14 @@ void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d)
         hint_put(job_fn(c), per_job);
     if (!atomic_load_explicit(&c->recruit, memory_order_relaxed))
         return;
-    /* Only the caller gets here (see the invariant above). */
+    /* Only the caller or a consumer gets here (see the invariant above).  A
+     * batch that was preempted looks slow: no slower than the table says,
+     * then, or 16 callers on 2 cores would post for nothing. */
+    h = hint_get(job_fn(c));
+    if (h < per_job)
+        per_job = h;
+    if (per_job < min_job_ns)
+        return;
     if (c->source) {
         /* A source does not say how much is left: post once the caller
          * has worked alone for as long as a helper needs to come. */

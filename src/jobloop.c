@@ -311,8 +311,8 @@ size_t aiometer__call_work(struct aiometer__call *c, int one)
     return claimed;
 }
 
-/* Claim batches and run them until nothing is left (or, with `one`, one
- * job has been claimed). */
+/* Claim batches and run them until nothing is left (or, with `one`, after
+ * one claim). */
 static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx *ctx)
 {
     struct aiometer__local *L = ctx->L;
@@ -328,6 +328,10 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
     /* Batches stay within what the source buffer and the sink hold. */
     size_t max_batch = c->source || c->cq ? AIOMETER__SOURCE_BATCH : AIOMETER__BATCH_MAX;
 
+    /* One claim of `one` jobs, where batches are allowed at all. */
+    if (one > 1 && !rated && !c->rq.cap)
+        batch = (size_t)one < max_batch ? (size_t)one : max_batch;
+
     for (;;) {
         size_t first = 0, k = 0, j;
         uint64_t t0 = 0;
@@ -339,7 +343,7 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
         } else if (c->source) {
             k = aiometer__claim_source(c, batch, !one, &first, sargs);
         } else {
-            size_t want = 1;
+            size_t want = one ? batch : 1;
             if (adaptive) {
                 /* Leave enough unclaimed for the others to share the end.
                  * Relaxed: a stale count only makes the batch a little
@@ -382,7 +386,7 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
         ctx->in_batch = 0;
         if (adaptive) {
             uint64_t d = aiometer__now_ns() - t0;
-            aiometer__handoff_batch(c, k, d);
+            aiometer__handoff_batch(c, k, d, 0);
             if (d < AIOMETER__BATCH_GROW_NS && batch < max_batch)
                 batch *= 2;
             else if (d > AIOMETER__BATCH_SHRINK_NS && batch > 1)
