@@ -220,7 +220,7 @@ int main(void)
     f8 = floor_rps(8, 40000, "return 1", "0");
     f32 = floor_rps(32, 80000, "return 1", "0");
     /* For comparison, not a target: the limiter's own booking script. */
-    own8 = floor_rps(8, 40000, AIO_REDIS_SCRIPT,
+    own8 = floor_rps(8, 40000, AIOMETER__REDIS_SCRIPT,
                      "2 aiometer:{floor}:rate aiometer:{floor}:run book 1 1000");
     one = through(40000);
     four = fleet_through(4, 20000);

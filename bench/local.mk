@@ -31,14 +31,24 @@ bench_host_bench_LDADD = src/libaiometer.la $(PTHREAD_LIBS)
 bench_host_bench_LDFLAGS = $(AM_LDFLAGS) -no-install
 CLEANFILES += bench/host_bench$(EXEEXT)
 
+# keyed_bench: per-key limits against the same call without keys
+# (bench/README).
+EXTRA_PROGRAMS += bench/keyed_bench
+bench_keyed_bench_SOURCES = bench/keyed_bench.c
+bench_keyed_bench_LDADD = src/libaiometer.la $(PTHREAD_LIBS)
+bench_keyed_bench_LDFLAGS = $(AM_LDFLAGS) -no-install
+CLEANFILES += bench/keyed_bench$(EXEEXT)
+
 # BENCH_ARGS picks workloads and repetitions: make bench BENCH_ARGS="-r 7 w1 w3".
 # `make bench` also runs the aiometer(1) benchmark (bench/cli.sh: the
 # command against xargs -P and GNU parallel), BENCH_REPS times; BENCH_CLI=no
 # leaves it out, and `make bench-cli` runs only it.
 .PHONY: bench bench-cli
-bench: bench/bench$(EXEEXT) bench/host_bench$(EXEEXT) cli/aiometer$(EXEEXT)
+bench: bench/bench$(EXEEXT) bench/host_bench$(EXEEXT) bench/keyed_bench$(EXEEXT) \
+	  cli/aiometer$(EXEEXT)
 	$(AM_V_at)bench/bench$(EXEEXT) $(BENCH_ARGS)
 	$(AM_V_at)bench/host_bench$(EXEEXT)
+	$(AM_V_at)bench/keyed_bench$(EXEEXT)
 	$(AM_V_at)if test "x$(BENCH_CLI)" != xno; then \
 	  $(SHELL) $(srcdir)/bench/cli.sh cli/aiometer$(EXEEXT); fi
 bench-cli: cli/aiometer$(EXEEXT)

@@ -1,7 +1,9 @@
 # Examples: small programs a user could copy, each showing one use of the
 # library.  Built by `make`, never installed.
 noinst_PROGRAMS += examples/sleep_sort examples/blocking_calls examples/threaded_caller
-noinst_PROGRAMS += examples/shared_quota
+noinst_PROGRAMS += examples/shared_quota examples/per_host
+examples_per_host_SOURCES = examples/per_host.c
+examples_per_host_LDADD = src/libaiometer.la $(PTHREAD_LIBS)
 examples_shared_quota_SOURCES = examples/shared_quota.c
 examples_shared_quota_LDADD = src/libaiometer.la $(PTHREAD_LIBS)
 examples_sleep_sort_SOURCES = examples/sleep_sort.c
@@ -23,11 +25,11 @@ else
 example_have_curl = no
 endif
 
-# threaded_caller checks its own results and exits 1 if one is wrong, so it
-# doubles as a test.  tests/example_http_fetch runs http_fetch against a
+# threaded_caller and per_host check their own results and exit 1 if one is
+# wrong, so they double as tests.  tests/example_http_fetch runs http_fetch against a
 # local server; it is made from its .sh with the paths and tools filled in
 # (the [@] keeps configure from substituting the patterns themselves).
-TESTS += examples/threaded_caller tests/example_http_fetch
+TESTS += examples/threaded_caller examples/per_host tests/example_http_fetch
 check_SCRIPTS += tests/example_http_fetch
 EXTRA_DIST += tests/example_http_fetch.sh tests/example_http_fetch.py
 CLEANFILES += tests/example_http_fetch

@@ -48,10 +48,14 @@ typedef struct aiometer_redis_options {
  * unix:///path/to.sock[?db=N].  key: 1 to 200 bytes without '{' or '}'.
  * Every process that opens the same server, database and key with the same
  * *lo shares lo's rate and running cap.  The limiter's Redis keys all begin
- * with "aiometer:{key}:", so they share one hash tag.
+ * with "aiometer:{key}:", so they share one hash tag.  With lo->per_key each
+ * job key J has its own rate and cap, in "aiometer:{key}:k:<length of
+ * J>:J:rate" and ":run" (a hash stands for a J over 128 bytes), which
+ * expire when J is idle; lo->max_keys bounds only the LOCAL fallback's
+ * table of keys.
  *
- * 0; EINVAL (lim, url, key or lo NULL; a bad URL, key or value; LOCAL
- * without local_share); the connection's errno (ECONNREFUSED, ENOENT,
+ * 0; EINVAL (lim, url, key or lo NULL; a bad URL, key or value; max_keys
+ * without per_key; LOCAL without local_share); the connection's errno (ECONNREFUSED, ENOENT,
  * ETIMEDOUT, EHOSTUNREACH, ...); EACCES (a wrong or a missing password);
  * ENOTSUP (a server that cannot run the limiter's script); ENOMEM; EAGAIN
  * (no thread could be started).

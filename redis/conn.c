@@ -28,7 +28,7 @@
 #define BACKOFF_FIRST_NS UINT64_C(50000000)
 #define BACKOFF_MAX_NS UINT64_C(1000000000)
 
-uint64_t aio_redis_now(void)
+uint64_t aiometer__redis_now(void)
 {
     struct timespec ts;
 
@@ -41,7 +41,7 @@ uint64_t aio_redis_now(void)
 /* Milliseconds from now to deadline for poll, rounded up, at least 0. */
 static int ms_until(uint64_t deadline)
 {
-    uint64_t now = aio_redis_now(), ms;
+    uint64_t now = aiometer__redis_now(), ms;
 
     if (deadline <= now)
         return 0;
@@ -63,7 +63,7 @@ static int wait_fd(int fd, short events, uint64_t deadline, int wake_fd)
             return 0;
         if (n > 0 && pfd[1].revents)
             return EINTR;
-        if (n == 0 && aio_redis_now() >= deadline)
+        if (n == 0 && aiometer__redis_now() >= deadline)
             return ETIMEDOUT;
     }
 }
@@ -90,7 +90,7 @@ static int send_all(int fd, const char *buf, size_t len, uint64_t deadline)
     return 0;
 }
 
-int aio_redis_send(struct aio_redis_conn *c, int argc, const char **argv, const size_t *lens,
+int aiometer__redis_send(struct aiometer__redis_conn *c, int argc, const char **argv, const size_t *lens,
                    uint64_t deadline)
 {
     char *cmd;
@@ -105,7 +105,7 @@ int aio_redis_send(struct aio_redis_conn *c, int argc, const char **argv, const 
 }
 
 /* Feed what the socket has to the parser.  0; ECONNRESET at end of file. */
-static int fill(struct aio_redis_conn *c)
+static int fill(struct aiometer__redis_conn *c)
 {
     char buf[16384];
     ssize_t n;
@@ -124,7 +124,7 @@ static int fill(struct aio_redis_conn *c)
  * command_timeout: one system call instead of poll and recv, for the
  * common case of a reply that comes whole.  0; EAGAIN when nothing came
  * (the timeout, or a signal); ECONNRESET at end of file. */
-static int fill_blocking(struct aio_redis_conn *c)
+static int fill_blocking(struct aiometer__redis_conn *c)
 {
     char buf[16384];
     ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
@@ -136,13 +136,13 @@ static int fill_blocking(struct aio_redis_conn *c)
     return redisReaderFeed(c->reader, buf, (size_t)n) == REDIS_OK ? 0 : ENOMEM;
 }
 
-int aio_redis_read(struct aio_redis_conn *c, uint64_t deadline, int wake_fd, redisReply **reply)
+int aiometer__redis_read(struct aiometer__redis_conn *c, uint64_t deadline, int wake_fd, redisReply **reply)
 {
     /* The blocking recv may wait its whole SO_RCVTIMEO: only while that
      * ends within 10 ms of the deadline (a send that took longer leaves
      * the wait to poll). */
     int first = wake_fd < 0 && c->rcvtimeo_ns &&
-                aio_redis_now() + c->rcvtimeo_ns <= deadline + 10000000u;
+                aiometer__redis_now() + c->rcvtimeo_ns <= deadline + 10000000u;
 
     for (;;) {
         void *r = NULL;
@@ -173,17 +173,17 @@ int aio_redis_read(struct aio_redis_conn *c, uint64_t deadline, int wake_fd, red
     }
 }
 
-int aio_redis_command(struct aio_redis_conn *c, int argc, const char **argv, const size_t *lens,
+int aiometer__redis_command(struct aiometer__redis_conn *c, int argc, const char **argv, const size_t *lens,
                       uint64_t deadline, int cancel_fd, uint64_t grace_ns, redisReply **reply)
 {
-    int err = aio_redis_send(c, argc, argv, lens, deadline), cancelled = 0;
+    int err = aiometer__redis_send(c, argc, argv, lens, deadline), cancelled = 0;
 
     while (!err) {
-        err = aio_redis_read(c, deadline, cancel_fd, reply);
+        err = aiometer__redis_read(c, deadline, cancel_fd, reply);
         if (err == EINTR) {
             /* Cancelled with the reply on its way: wait a little longer for
              * it, so that a slot the server granted is not lost. */
-            uint64_t until = aio_redis_now() + grace_ns;
+            uint64_t until = aiometer__redis_now() + grace_ns;
 
             cancelled = 1;
             cancel_fd = -1;
@@ -227,7 +227,7 @@ static int connect_addr(const struct sockaddr *sa, socklen_t len, int family, ui
     return 0;
 }
 
-static int open_socket(const struct aio_redis_url *u, uint64_t deadline, int *fd)
+static int open_socket(const struct aiometer__redis_url *u, uint64_t deadline, int *fd)
 {
     struct addrinfo hints, *res, *ai;
     char port[8];
@@ -273,7 +273,7 @@ static int login_error(const redisReply *r, int otherwise)
     return otherwise;
 }
 
-static int login(struct aio_redis_conn *c, const struct aio_redis_url *u, uint64_t deadline)
+static int login(struct aiometer__redis_conn *c, const struct aiometer__redis_url *u, uint64_t deadline)
 {
     const char *argv[3];
     char db[24];
@@ -285,7 +285,7 @@ static int login(struct aio_redis_conn *c, const struct aio_redis_url *u, uint64
         if (u->user)
             argv[argc++] = u->user;
         argv[argc++] = u->password;
-        if ((err = aio_redis_command(c, argc, argv, NULL, deadline, -1, 0, &r)))
+        if ((err = aiometer__redis_command(c, argc, argv, NULL, deadline, -1, 0, &r)))
             return err;
         err = r->type == REDIS_REPLY_ERROR ? EACCES : 0;
         freeReplyObject(r);
@@ -296,7 +296,7 @@ static int login(struct aio_redis_conn *c, const struct aio_redis_url *u, uint64
         snprintf(db, sizeof(db), "%ld", u->db);
         argv[0] = "SELECT";
         argv[1] = db;
-        if ((err = aio_redis_command(c, 2, argv, NULL, deadline, -1, 0, &r)))
+        if ((err = aiometer__redis_command(c, 2, argv, NULL, deadline, -1, 0, &r)))
             return err;
         err = r->type == REDIS_REPLY_ERROR ? login_error(r, EINVAL) : 0;
         freeReplyObject(r);
@@ -321,10 +321,10 @@ static int blocking_reads(int fd, uint64_t timeout_ns)
     return 0;
 }
 
-int aio_redis_connect(struct aio_redis_pool *p, struct aio_redis_conn **cp)
+int aiometer__redis_connect(struct aiometer__redis_pool *p, struct aiometer__redis_conn **cp)
 {
-    uint64_t deadline = aio_redis_now() + p->timeout_ns;
-    struct aio_redis_conn *c = calloc(1, sizeof(*c));
+    uint64_t deadline = aiometer__redis_now() + p->timeout_ns;
+    struct aiometer__redis_conn *c = calloc(1, sizeof(*c));
     int err;
 
     if (!c)
@@ -341,14 +341,14 @@ int aio_redis_connect(struct aio_redis_pool *p, struct aio_redis_conn **cp)
     if (!err)
         err = login(c, &p->url, deadline);
     if (err) {
-        aio_redis_close(c);
+        aiometer__redis_close(c);
         return err;
     }
     *cp = c;
     return 0;
 }
 
-void aio_redis_close(struct aio_redis_conn *c)
+void aiometer__redis_close(struct aiometer__redis_conn *c)
 {
     if (!c)
         return;
@@ -360,31 +360,31 @@ void aio_redis_close(struct aio_redis_conn *c)
 
 /* ---- the pool ------------------------------------------------------------------------ */
 
-int aio_redis_pool_init(struct aio_redis_pool *p, const char *url, double timeout)
+int aiometer__redis_pool_init(struct aiometer__redis_pool *p, const char *url, double timeout)
 {
     int err;
 
     memset(p, 0, sizeof(*p));
-    err = aio_redis_url_parse(&p->url, url);
+    err = aiometer__redis_url_parse(&p->url, url);
     if (err)
         return err;
     p->timeout_ns = (uint64_t)ceil(timeout * 1e9);
     err = pthread_mutex_init(&p->lock, NULL);
     if (err)
-        aio_redis_url_free(&p->url);
+        aiometer__redis_url_free(&p->url);
     return err;
 }
 
-void aio_redis_pool_destroy(struct aio_redis_pool *p)
+void aiometer__redis_pool_destroy(struct aiometer__redis_pool *p)
 {
     while (p->idle) {
-        struct aio_redis_conn *c = p->idle;
+        struct aiometer__redis_conn *c = p->idle;
 
         p->idle = c->next;
-        aio_redis_close(c);
+        aiometer__redis_close(c);
     }
     pthread_mutex_destroy(&p->lock);
-    aio_redis_url_free(&p->url);
+    aiometer__redis_url_free(&p->url);
 }
 
 /* Errors that say the server answered: they need no back-off. */
@@ -394,19 +394,19 @@ static int server_answered(int err)
 }
 
 /* Start or lengthen the back-off after err.  The lock is held. */
-static void back_off_locked(struct aio_redis_pool *p, int err)
+static void back_off_locked(struct aiometer__redis_pool *p, int err)
 {
     p->backoff_ns = p->backoff_ns ? p->backoff_ns * 2 : BACKOFF_FIRST_NS;
     if (p->backoff_ns > BACKOFF_MAX_NS)
         p->backoff_ns = BACKOFF_MAX_NS;
-    p->retry_at = aio_redis_now() + p->backoff_ns;
+    p->retry_at = aiometer__redis_now() + p->backoff_ns;
     p->last_err = err;
     p->probing = 0;
 }
 
-int aio_redis_get(struct aio_redis_pool *p, struct aio_redis_conn **cp)
+int aiometer__redis_get(struct aiometer__redis_pool *p, struct aiometer__redis_conn **cp)
 {
-    struct aio_redis_conn *c;
+    struct aiometer__redis_conn *c;
     uint64_t gen;
     int err;
 
@@ -416,7 +416,7 @@ int aio_redis_get(struct aio_redis_pool *p, struct aio_redis_conn **cp)
      * back-off ends, one caller (the probe) tries; the others keep failing
      * fast until its command is answered or fails. */
     if (p->backoff_ns) {
-        if (p->probing || aio_redis_now() < p->retry_at) {
+        if (p->probing || aiometer__redis_now() < p->retry_at) {
             err = p->last_err;
             pthread_mutex_unlock(&p->lock);
             return err;
@@ -433,7 +433,7 @@ int aio_redis_get(struct aio_redis_pool *p, struct aio_redis_conn **cp)
     gen = p->generation;
     pthread_mutex_unlock(&p->lock);
 
-    err = aio_redis_connect(p, &c);
+    err = aiometer__redis_connect(p, &c);
     pthread_mutex_lock(&p->lock);
     if (!err)
         c->born = gen;
@@ -446,7 +446,7 @@ int aio_redis_get(struct aio_redis_pool *p, struct aio_redis_conn **cp)
     return err;
 }
 
-void aio_redis_put(struct aio_redis_pool *p, struct aio_redis_conn *c)
+void aiometer__redis_put(struct aiometer__redis_pool *p, struct aiometer__redis_conn *c)
 {
     pthread_mutex_lock(&p->lock);
     p->backoff_ns = 0;
@@ -457,12 +457,12 @@ void aio_redis_put(struct aio_redis_pool *p, struct aio_redis_conn *c)
         c = NULL;
     }
     pthread_mutex_unlock(&p->lock);
-    aio_redis_close(c);
+    aiometer__redis_close(c);
 }
 
-void aio_redis_drop(struct aio_redis_pool *p, struct aio_redis_conn *c, int err)
+void aiometer__redis_drop(struct aiometer__redis_pool *p, struct aiometer__redis_conn *c, int err)
 {
-    struct aio_redis_conn *stale = NULL;
+    struct aiometer__redis_conn *stale = NULL;
 
     pthread_mutex_lock(&p->lock);
     if (!server_answered(err)) {
@@ -486,11 +486,11 @@ void aio_redis_drop(struct aio_redis_pool *p, struct aio_redis_conn *c, int err)
         p->probing = 0;
     }
     pthread_mutex_unlock(&p->lock);
-    aio_redis_close(c);
+    aiometer__redis_close(c);
     while (stale) {
-        struct aio_redis_conn *n = stale->next;
+        struct aiometer__redis_conn *n = stale->next;
 
-        aio_redis_close(stale);
+        aiometer__redis_close(stale);
         stale = n;
     }
 }

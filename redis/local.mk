@@ -9,7 +9,7 @@ redis_libaiometer_redis_la_SOURCES = \
 	redis/url.c redis/conn.c redis/conn.h \
 	redis/script.h redis/run.c \
 	redis/rlimiter.c redis/rlimiter.h \
-	redis/threads.c \
+	redis/threads.c redis/keys.c \
 	redis/fallback.c
 redis_libaiometer_redis_la_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/redis -DAIOMETER_REDIS_BUILDING
 redis_libaiometer_redis_la_CFLAGS = $(AM_CFLAGS) $(VISIBILITY_CFLAGS) $(HIREDIS_CFLAGS)

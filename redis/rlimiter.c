@@ -25,8 +25,17 @@
 /* How long an acquire sleeps at most between two tries when no
  * notification comes: the fallback for a lost one. */
 #define POLL_FALLBACK_NS UINT64_C(200000000)
+/* How long a per-key limiter refuses a key's takes on its own after Redis
+ * refused one, unless a slot of the key is given back meanwhile: the
+ * longest libaiometer waits between two asks, so a lost notification
+ * costs no more than the library's own polling would. */
+#define REFUSAL_NS UINT64_C(10000000)
 #define MAX_RATE 1e6
 #define MAX_AT_ONCE 1000000
+/* max_keys, as for libaiometer's own per-key limiters: the local
+ * fallback's table (the keys in Redis are bounded by expiry instead). */
+#define MAX_KEYS (UINT64_C(1) << 20)
+#define DEFAULT_MAX_KEYS 4096
 
 /* ---- the backend --------------------------------------------------------------------- */
 
@@ -37,7 +46,7 @@
 /* Learn from one booking that the server's clock read server_ns at some
  * instant before our reply_ns, and return the best lower bound of the
  * offset (server clock - ours) known now.  The lock is held. */
-static int64_t learn_offset_locked(struct aio_redis_limiter *l, int64_t server_ns,
+static int64_t learn_offset_locked(struct aiometer__redis_limiter *l, int64_t server_ns,
                                    uint64_t reply_ns)
 {
     int64_t lower = server_ns - (int64_t)reply_ns;
@@ -54,15 +63,16 @@ static int64_t learn_offset_locked(struct aio_redis_limiter *l, int64_t server_n
 
 static int rl_book(void *state, const char *key, uint64_t now, uint64_t *start)
 {
-    struct aio_redis_limiter *l = state;
+    struct aiometer__redis_limiter *l = state;
     const char *args[3] = { "book", l->interval_us, l->tolerance_us };
+    struct aiometer__redis_names names;
     redisReply *r;
     int err;
 
-    (void)key;
-    err = aio_redis_run(l, 3, args, -1, &r);
+    aiometer__redis_names_of(l, key, &names);
+    err = aiometer__redis_run(l, &names, 3, args, -1, &r);
     if (!err) {
-        uint64_t reply = aio_redis_now();
+        uint64_t reply = aiometer__redis_now();
         long long w = -1, server_us = 0;
         int64_t offset, grant;
 
@@ -94,27 +104,24 @@ static int rl_book(void *state, const char *key, uint64_t now, uint64_t *start)
     if (!l->local_mode)
         return err;
     pthread_mutex_lock(&l->lock);
-    *start = aio_redis_fallback_book_locked(&l->local, now);
-    pthread_mutex_unlock(&l->lock);
-    return 0;
-}
-
-static int local_acquire(struct aio_redis_limiter *l)
-{
-    int err = EAGAIN;
-
-    pthread_mutex_lock(&l->lock);
-    if (l->local.held < l->local.cap) {
-        l->local.held++;
-        err = 0;
-    }
+    err = aiometer__redis_fallback_book_locked(&l->local, key, now, start);
     pthread_mutex_unlock(&l->lock);
     return err;
 }
 
-static void unlink_waiter(struct aio_redis_limiter *l, struct aio_redis_waiter *w)
+static int local_acquire(struct aiometer__redis_limiter *l, const char *key)
 {
-    struct aio_redis_waiter **p;
+    int err;
+
+    pthread_mutex_lock(&l->lock);
+    err = aiometer__redis_fallback_take_locked(&l->local, key, aiometer__redis_now());
+    pthread_mutex_unlock(&l->lock);
+    return err;
+}
+
+static void unlink_waiter(struct aiometer__redis_limiter *l, struct aiometer__redis_waiter *w)
+{
+    struct aiometer__redis_waiter **p;
 
     pthread_mutex_lock(&l->lock);
     for (p = &l->waiters; *p; p = &(*p)->next) {
@@ -123,17 +130,22 @@ static void unlink_waiter(struct aio_redis_limiter *l, struct aio_redis_waiter *
             break;
         }
     }
-    /* A wake-up this waiter did not use goes to the next one. */
+    /* A wake-up this waiter did not use goes to the next one of its key. */
     if (w->woken && l->waiters) {
+        char msg[AIOMETER__REDIS_NAME_MAX];
+        size_t len = aiometer__redis_message_of(w->key, msg);
+
         pthread_mutex_unlock(&l->lock);
-        aio_redis_wake_one(l);
+        aiometer__redis_wake_one(l, msg, len);
         return;
     }
     pthread_mutex_unlock(&l->lock);
 }
 
-/* One take: 1 granted, 0 not (with *hint_ns until a lease ends), or -errno. */
-static int take(struct aio_redis_limiter *l, int cancel_fd, uint64_t *hint_ns)
+/* One take of a slot of key (NULL: the limiter's): 1 granted, 0 not (with
+ * *hint_ns until a lease ends), or -errno. */
+static int take(struct aiometer__redis_limiter *l, const struct aiometer__redis_names *names,
+                const char *key, int cancel_fd, uint64_t *hint_ns)
 {
     const char *args[4] = { "take", l->cap, l->lease_us, NULL };
     char token[64];
@@ -144,13 +156,13 @@ static int take(struct aio_redis_limiter *l, int cancel_fd, uint64_t *hint_ns)
     snprintf(token, sizeof(token), "%s:%llu", l->token_prefix, (unsigned long long)++l->token_seq);
     pthread_mutex_unlock(&l->lock);
     args[3] = token;
-    err = aio_redis_run(l, 4, args, cancel_fd, &r);
+    err = aiometer__redis_run(l, names, 4, args, cancel_fd, &r);
     if (err) {
         if (err == ECANCELED) {
             /* The server may have granted it: give it back later rather
              * than leave it for the lease to end. */
             pthread_mutex_lock(&l->lock);
-            aio_redis_list_push(&l->orphans, &l->n_orphans, &l->max_orphans, token);
+            aiometer__redis_holds_push(&l->orphans, token, key);
             pthread_mutex_unlock(&l->lock);
         }
         return -err;
@@ -166,7 +178,7 @@ static int take(struct aio_redis_limiter *l, int cancel_fd, uint64_t *hint_ns)
     if (!got)
         return 0;
     pthread_mutex_lock(&l->lock);
-    err = aio_redis_list_push(&l->held, &l->n_held, &l->max_held, token);
+    err = aiometer__redis_holds_push(&l->held, token, key);
     pthread_mutex_unlock(&l->lock);
     if (err) {
         /* Not remembered, so not renewed: the slot ends with its lease. */
@@ -177,11 +189,20 @@ static int take(struct aio_redis_limiter *l, int cancel_fd, uint64_t *hint_ns)
 
 static int rl_acquire(void *state, const char *key, int cancel_fd)
 {
-    struct aio_redis_limiter *l = state;
-    struct aio_redis_waiter w = { -1, 0, NULL };
-    int got = 0;
+    struct aiometer__redis_limiter *l = state;
+    struct aiometer__redis_waiter w = { -1, 0, key, NULL };
+    struct aiometer__redis_names names;
+    uint64_t gives = 0, hint = 0;
+    int got = 0, cached = l->per_key && cancel_fd < 0;
 
-    (void)key;
+    if (cached) {
+        pthread_mutex_lock(&l->lock);
+        got = aiometer__redis_refused_locked(l, key, aiometer__redis_now(), &gives);
+        pthread_mutex_unlock(&l->lock);
+        if (got)
+            return EAGAIN;
+    }
+    aiometer__redis_names_of(l, key, &names);
     if (cancel_fd >= 0) {
         /* Listed before the first take, so that a slot given back between
          * a refused take and the wait still wakes this thread. */
@@ -190,7 +211,7 @@ static int rl_acquire(void *state, const char *key, int cancel_fd)
             return errno;
         pthread_mutex_lock(&l->lock);
         {
-            struct aio_redis_waiter **p = &l->waiters;
+            struct aiometer__redis_waiter **p = &l->waiters;
 
             while (*p)
                 p = &(*p)->next;
@@ -199,11 +220,10 @@ static int rl_acquire(void *state, const char *key, int cancel_fd)
         pthread_mutex_unlock(&l->lock);
     }
     for (;;) {
-        uint64_t hint = 0;
         struct pollfd pfd[2];
         uint64_t v;
 
-        got = take(l, cancel_fd, &hint);
+        got = take(l, &names, key, cancel_fd, &hint);
         if (got != 0 || cancel_fd < 0)
             break;
         pfd[0] = (struct pollfd){ cancel_fd, POLLIN, 0 };
@@ -231,65 +251,59 @@ static int rl_acquire(void *state, const char *key, int cancel_fd)
     }
     if (got == 1)
         return 0;
-    if (got == 0)
+    if (got == 0) {
+        if (cached) {
+            pthread_mutex_lock(&l->lock);
+            aiometer__redis_refusal_note_locked(l, key, gives,
+                                          aiometer__redis_now() + (hint < REFUSAL_NS ? hint : REFUSAL_NS));
+            pthread_mutex_unlock(&l->lock);
+        }
         return EAGAIN;
+    }
     if (got == -ECANCELED || !l->local_mode)
         return -got;
     /* Redis failed and the limiter goes on alone.  EAGAIN when the local
      * share is taken: libaiometer asks again shortly, and Redis is not
      * tried again before its back-off ends. */
-    return local_acquire(l);
+    return local_acquire(l, key);
 }
 
 static void rl_release(void *state, const char *key)
 {
-    struct aio_redis_limiter *l = state;
-    const char *args[3] = { "give", l->channel, NULL };
-    redisReply *r;
-    char *token = NULL;
+    struct aiometer__redis_limiter *l = state;
+    struct aiometer__redis_hold h;
+    int got;
 
-    (void)key;
     pthread_mutex_lock(&l->lock);
-    /* Slots are interchangeable: give back a local one first, so that the
-     * local budget frees up while Redis is away. */
-    if (l->local.held)
-        l->local.held--;
-    else if (l->n_held)
-        token = l->held[--l->n_held];
+    /* Slots of one key are interchangeable: give back a local one first,
+     * so that the local budget frees up while Redis is away. */
+    got = !aiometer__redis_fallback_give_locked(&l->local, key) &&
+          aiometer__redis_holds_take(&l->held, key, &h);
     pthread_mutex_unlock(&l->lock);
-    if (!token)
+    if (!got)
         return;
-    args[2] = token;
-    /* A give that fails leaves the slot to end with its lease, which is
-     * no longer renewed. */
-    if (!aio_redis_run(l, 3, args, -1, &r))
-        freeReplyObject(r);
-    free(token);
+    aiometer__redis_give(l, h.token, h.key);
+    free(h.token);
+    free(h.key);
 }
 
-static void rl_free(struct aio_redis_limiter *l)
+static void rl_free(struct aiometer__redis_limiter *l)
 {
-    size_t i;
-
-    for (i = 0; i < l->n_held; i++)
-        free(l->held[i]);
-    for (i = 0; i < l->n_orphans; i++)
-        free(l->orphans[i]);
-    free(l->held);
-    free(l->orphans);
-    free(l->keys[0]);
-    free(l->keys[1]);
+    aiometer__redis_holds_free(&l->held);
+    aiometer__redis_holds_free(&l->orphans);
+    aiometer__redis_fallback_free(&l->local);
+    free(l->prefix);
     free(l->channel);
-    aio_redis_pool_destroy(&l->pool);
+    aiometer__redis_pool_destroy(&l->pool);
     pthread_mutex_destroy(&l->lock);
     free(l);
 }
 
 static void rl_close(void *state)
 {
-    struct aio_redis_limiter *l = state;
+    struct aiometer__redis_limiter *l = state;
 
-    aio_redis_threads_stop(l);
+    aiometer__redis_threads_stop(l);
     rl_free(l);
 }
 
@@ -309,6 +323,10 @@ static int check_options(const char *key, const aiometer_limiter_options *lo,
         return EINVAL;
     if (!(r > 0 && isfinite(r)) && lo->max_at_once == 0)
         return EINVAL;
+    /* max_keys means nothing without per_key: a forgotten per_key, most
+     * likely. */
+    if (lo->max_keys && (!lo->per_key || lo->max_keys > MAX_KEYS))
+        return EINVAL;
     if (!ro)
         return 0;
     if (!(ro->lease == 0 || (ro->lease >= 0.05 && ro->lease <= 1e6)))
@@ -326,10 +344,8 @@ static int check_options(const char *key, const aiometer_limiter_options *lo,
 
 /* "aiometer:{key}:suffix".  The braces make {key} the hash tag of every
  * key of the limiter, so that one script may touch them all on a Redis
- * Cluster.  Per-key limits (one budget per job key) are meant to add keys
- * "aiometer:{key}:k:<length of the job key>:<job key>:rate" (and ":run")
- * under the same tag; the length keeps any job key, colons included, from
- * colliding with another or with the limiter's own keys. */
+ * Cluster; a per-key limiter's keys for each job key (keys.c) sit under
+ * the same tag. */
 static char *key_name(const char *key, const char *suffix)
 {
     size_t n = strlen("aiometer:{}:") + strlen(key) + strlen(suffix) + 1;
@@ -347,7 +363,7 @@ static void format_us(char *buf, size_t n, double us)
     snprintf(buf, n, "%.0f", us < MAX_US ? us : MAX_US);
 }
 
-static void make_token_prefix(struct aio_redis_limiter *l)
+static void make_token_prefix(struct aiometer__redis_limiter *l)
 {
     unsigned char rnd[8];
     uint64_t v = 0;
@@ -358,13 +374,13 @@ static void make_token_prefix(struct aio_redis_limiter *l)
         for (i = 0; i < sizeof(rnd); i++)
             v = v << 8 | rnd[i];
     } else {
-        v = aio_redis_now() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)l;
+        v = aiometer__redis_now() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)l;
     }
     snprintf(l->token_prefix, sizeof(l->token_prefix), "%016llx", (unsigned long long)v);
 }
 
 /* Set the limits from lo and ro (already checked). */
-static void set_limits(struct aio_redis_limiter *l, const aiometer_limiter_options *lo,
+static void set_limits(struct aiometer__redis_limiter *l, const aiometer_limiter_options *lo,
                        const aiometer_redis_options *ro)
 {
     double rate = lo->max_per_second, lease = ro && ro->lease ? ro->lease : 10;
@@ -380,39 +396,41 @@ static void set_limits(struct aio_redis_limiter *l, const aiometer_limiter_optio
     format_us(l->lease_us, sizeof(l->lease_us), lease * 1e6);
     l->lease_ns = (uint64_t)(lease * 1e9);
     l->local_mode = ro && ro->on_failure == AIOMETER_REDIS_LOCAL;
+    l->per_key = lo->per_key != 0;
     if (l->local_mode)
-        aio_redis_fallback_init(&l->local, rate, burst, lo->max_at_once, ro->local_share);
+        aiometer__redis_fallback_init(&l->local, rate, burst, lo->max_at_once, ro->local_share,
+                                !l->per_key ? 0 : lo->max_keys ? lo->max_keys : DEFAULT_MAX_KEYS);
 }
 
 /* The first connection: the server is there, lets us in and runs the
  * script, or the open fails.  A few round trips also give a first lower
  * bound of the offset between the server's clock and ours, so that the
  * first bookings are not mapped with a poor one. */
-static int first_contact(struct aio_redis_limiter *l)
+static int first_contact(struct aiometer__redis_limiter *l)
 {
     const char *args[1] = { "check" };
-    struct aio_redis_conn *c;
+    struct aiometer__redis_conn *c;
     redisReply *r;
     int err, i;
 
-    err = aio_redis_connect(&l->pool, &c);
+    err = aiometer__redis_connect(&l->pool, &c);
     if (err)
         return err;
-    err = aio_redis_load_script(l, c, l->sha);
+    err = aiometer__redis_load_script(l, c, l->sha);
     if (err) {
-        aio_redis_close(c);
+        aiometer__redis_close(c);
         return err;
     }
-    aio_redis_put(&l->pool, c);
+    aiometer__redis_put(&l->pool, c);
     for (i = 0; i < 4; i++) {
-        err = aio_redis_run(l, 1, args, -1, &r);
+        err = aiometer__redis_run(l, NULL, 1, args, -1, &r);
         if (err)
             return err == EPROTO ? ENOTSUP : err;
         if (r->type != REDIS_REPLY_INTEGER || r->integer <= 0) {
             freeReplyObject(r);
             return ENOTSUP;
         }
-        learn_offset_locked(l, r->integer * 1000, aio_redis_now());
+        learn_offset_locked(l, r->integer * 1000, aiometer__redis_now());
         freeReplyObject(r);
     }
     return 0;
@@ -423,7 +441,7 @@ int aiometer_redis_limiter_open(aiometer_limiter **lim, const char *url, const c
                                 const aiometer_redis_options *ro)
 {
     aiometer_limiter_backend be = { sizeof(be), 0, NULL, NULL, NULL, rl_close };
-    struct aio_redis_limiter *l;
+    struct aiometer__redis_limiter *l;
     int err;
 
     if (!lim || !url || !key || !lo || check_options(key, lo, ro))
@@ -438,17 +456,19 @@ int aiometer_redis_limiter_open(aiometer_limiter **lim, const char *url, const c
         free(l);
         return err;
     }
-    err = aio_redis_pool_init(&l->pool, url,
+    err = aiometer__redis_pool_init(&l->pool, url,
                               ro && ro->command_timeout ? ro->command_timeout : 1.0);
     if (err) {
         pthread_mutex_destroy(&l->lock);
         free(l);
         return err;
     }
-    l->keys[0] = key_name(key, "rate");
-    l->keys[1] = key_name(key, "run");
+    /* A key of at most 200 bytes: the names fit (AIOMETER__REDIS_NAME_MAX). */
+    snprintf(l->names.rate, sizeof(l->names.rate), "aiometer:{%s}:rate", key);
+    snprintf(l->names.run, sizeof(l->names.run), "aiometer:{%s}:run", key);
+    l->prefix = key_name(key, "");
     l->channel = key_name(key, "free");
-    if (!l->keys[0] || !l->keys[1] || !l->channel) {
+    if (!l->prefix || !l->channel) {
         rl_free(l);
         return ENOMEM;
     }
@@ -456,11 +476,12 @@ int aiometer_redis_limiter_open(aiometer_limiter **lim, const char *url, const c
     make_token_prefix(l);
     err = first_contact(l);
     if (!err && lo->max_at_once)
-        err = aio_redis_threads_start(l);
+        err = aiometer__redis_threads_start(l);
     if (err) {
         rl_free(l);
         return err;
     }
+    be.per_key = l->per_key;
     if (lo->max_per_second > 0 && isfinite(lo->max_per_second))
         be.book = rl_book;
     if (lo->max_at_once) {

@@ -28,13 +28,13 @@ static int reply_error(const redisReply *r)
 }
 
 /* SCRIPT LOAD on c: 0 (and the SHA in l->sha), or an errno value. */
-int aio_redis_load_script(struct aio_redis_limiter *l, struct aio_redis_conn *c, char sha[41])
+int aiometer__redis_load_script(struct aiometer__redis_limiter *l, struct aiometer__redis_conn *c, char sha[41])
 {
-    const char *argv[3] = { "SCRIPT", "LOAD", AIO_REDIS_SCRIPT };
+    const char *argv[3] = { "SCRIPT", "LOAD", AIOMETER__REDIS_SCRIPT };
     redisReply *r;
     int err;
 
-    err = aio_redis_command(c, 3, argv, NULL, aio_redis_now() + l->pool.timeout_ns, -1, 0, &r);
+    err = aiometer__redis_command(c, 3, argv, NULL, aiometer__redis_now() + l->pool.timeout_ns, -1, 0, &r);
     if (err)
         return err;
     if (r->type == REDIS_REPLY_STRING && r->len == 40)
@@ -45,10 +45,11 @@ int aio_redis_load_script(struct aio_redis_limiter *l, struct aio_redis_conn *c,
     return err;
 }
 
-int aio_redis_run(struct aio_redis_limiter *l, int argc, const char **args, int cancel_fd,
-                  redisReply **reply)
+int aiometer__redis_run(struct aiometer__redis_limiter *l, const struct aiometer__redis_names *names, int argc,
+                  const char **args, int cancel_fd, redisReply **reply)
 {
-    const char *argv[16] = { "EVALSHA", l->sha, "2", l->keys[0], l->keys[1] };
+    const struct aiometer__redis_names *n = names ? names : &l->names;
+    const char *argv[16] = { "EVALSHA", l->sha, "2", n->rate, n->run };
     int attempt, reloaded = 0, err = 0, i;
 
     for (i = 0; i < argc && i < 11; i++)
@@ -57,17 +58,17 @@ int aio_redis_run(struct aio_redis_limiter *l, int argc, const char **args, int 
      * have restarted since it was pooled) or a script the server forgot
      * (NOSCRIPT, after a restart or SCRIPT FLUSH). */
     for (attempt = 0; attempt < 2; attempt++) {
-        struct aio_redis_conn *c;
+        struct aiometer__redis_conn *c;
         redisReply *r;
         char sha[41];
 
-        err = aio_redis_get(&l->pool, &c);
+        err = aiometer__redis_get(&l->pool, &c);
         if (err)
             return err;
-        err = aio_redis_command(c, 5 + i, argv, NULL, aio_redis_now() + l->pool.timeout_ns,
+        err = aiometer__redis_command(c, 5 + i, argv, NULL, aiometer__redis_now() + l->pool.timeout_ns,
                                 cancel_fd, CANCEL_GRACE_NS, &r);
         if (err) {
-            aio_redis_drop(&l->pool, c, err);
+            aiometer__redis_drop(&l->pool, c, err);
             if (err == ECONNRESET && attempt == 0)
                 continue;
             return err;
@@ -77,16 +78,16 @@ int aio_redis_run(struct aio_redis_limiter *l, int argc, const char **args, int 
             reloaded = 1;
             /* The same text has the same SHA: l->sha, written once at
              * open, stays right and is never written again. */
-            err = aio_redis_load_script(l, c, sha);
+            err = aiometer__redis_load_script(l, c, sha);
             if (err) {
-                aio_redis_drop(&l->pool, c, err);
+                aiometer__redis_drop(&l->pool, c, err);
                 return err;
             }
-            aio_redis_put(&l->pool, c);
+            aiometer__redis_put(&l->pool, c);
             attempt--;
             continue;
         }
-        aio_redis_put(&l->pool, c);
+        aiometer__redis_put(&l->pool, c);
         if (r->type == REDIS_REPLY_ERROR) {
             err = reply_error(r);
             freeReplyObject(r);
@@ -97,24 +98,3 @@ int aio_redis_run(struct aio_redis_limiter *l, int argc, const char **args, int 
     }
     return err;
 }
-
-int aio_redis_list_push(char ***list, size_t *n, size_t *max, const char *s)
-{
-    char *copy;
-
-    if (*n == *max) {
-        size_t m = *max ? *max * 2 : 16;
-        char **bigger = realloc(*list, m * sizeof(**list));
-
-        if (!bigger)
-            return ENOMEM;
-        *list = bigger;
-        *max = m;
-    }
-    copy = strdup(s);
-    if (!copy)
-        return ENOMEM;
-    (*list)[(*n)++] = copy;
-    return 0;
-}
-

@@ -12,17 +12,22 @@
  *                            time of the booking}
  *   take  cap lease token -> {1, 0} granted, or {0, microseconds until the
  *                            oldest lease ends}
- *   give  channel token   -> 1 if the slot was held (and PUBLISH 1 on
- *                            channel to wake waiters), else 0
+ *   give  channel token [message]
+ *                         -> 1 if the slot was held (and PUBLISH message,
+ *                            by default 1, on channel to wake waiters),
+ *                            else 0
  *   renew lease token...  -> how many of the tokens still held a slot
  *   check                 -> the server's time (it runs scripts and TIME)
  *
  * Each key expires once nothing in it lies in the future: the rate key when
- * its schedule has passed, the slot set when its last lease has ended. */
-#ifndef AIO_REDIS_SCRIPT_H
-#define AIO_REDIS_SCRIPT_H
+ * its schedule has passed, the slot set when its last lease has ended (and
+ * Redis deletes a sorted set whose last member is removed).  A per-key
+ * limiter runs the same operations on the keys of one job key (keys.c):
+ * the same saturation, the same expiry, one budget per job key. */
+#ifndef AIOMETER__REDIS_SCRIPT_H
+#define AIOMETER__REDIS_SCRIPT_H
 
-#define AIO_REDIS_SCRIPT \
+#define AIOMETER__REDIS_SCRIPT \
     "if redis.replicate_commands then redis.replicate_commands() end\n" \
     "local LIMIT = 9007199254740991\n" \
     "local function s(x) return string.format('%.0f', x) end\n" \
@@ -54,7 +59,7 @@
     "  return {0, tonumber(first[2]) - now}\n" \
     "elseif op == 'give' then\n" \
     "  if redis.call('ZREM', KEYS[2], ARGV[3]) == 1 then\n" \
-    "    redis.call('PUBLISH', ARGV[2], '1')\n" \
+    "    redis.call('PUBLISH', ARGV[2], ARGV[4] or '1')\n" \
     "    return 1\n" \
     "  end\n" \
     "  return 0\n" \

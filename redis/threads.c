@@ -22,13 +22,24 @@
 /* Renew at most this many tokens per script call. */
 #define RENEW_BATCH 8
 
-void aio_redis_wake_one(struct aio_redis_limiter *l)
+/* Does a give that published msg free a slot waiter w may take? */
+static int wakes(const struct aiometer__redis_waiter *w, const char *msg, size_t len)
 {
-    struct aio_redis_waiter *w;
+    char mine[AIOMETER__REDIS_NAME_MAX];
+    size_t n = aiometer__redis_message_of(w->key, mine);
+
+    return n == len && memcmp(mine, msg, len) == 0;
+}
+
+void aiometer__redis_wake_one(struct aiometer__redis_limiter *l, const char *msg, size_t len)
+{
+    struct aiometer__redis_waiter *w;
     uint64_t one = 1;
 
     pthread_mutex_lock(&l->lock);
-    for (w = l->waiters; w && w->woken; w = w->next)
+    if (l->per_key)
+        aiometer__redis_refusal_clear_locked(l, msg, len);
+    for (w = l->waiters; w && (w->woken || !wakes(w, msg, len)); w = w->next)
         ;
     if (w) {
         w->woken = 1;
@@ -41,74 +52,114 @@ void aio_redis_wake_one(struct aio_redis_limiter *l)
 }
 
 /* Wait up to ns for stop_fd: 1 if the limiter is closing. */
-static int stopping(struct aio_redis_limiter *l, uint64_t ns)
+static int stopping(struct aiometer__redis_limiter *l, uint64_t ns)
 {
     struct pollfd pfd = { l->stop_fd, POLLIN, 0 };
 
     return poll(&pfd, 1, (int)(ns / 1000000)) > 0;
 }
 
-/* Take up to n tokens from list[from..] as script arguments (copies). */
-static size_t copy_tokens(char **list, size_t count, size_t from, char **out, size_t n)
+/* Copy up to n tokens of holds[from..] that share the first one's key
+ * into out; *key gets a copy of that key.  How many were copied (fewer
+ * when out of memory: the rest are renewed next time). */
+static size_t copy_tokens(const struct aiometer__redis_holds *h, size_t from, char **out, size_t n,
+                          char **key)
 {
-    size_t i;
+    const char *k;
+    size_t i, m = 0;
 
-    for (i = 0; i < n && from + i < count; i++)
-        out[i] = strdup(list[from + i]);
-    return i;
+    *key = NULL;
+    if (from >= h->n)
+        return 0;
+    k = h->v[from].key;
+    if (k && !(*key = strdup(k)))
+        return 0;
+    for (i = from; i < h->n && m < n; i++) {
+        const char *ki = h->v[i].key;
+
+        if ((k == NULL) != (ki == NULL) || (k && strcmp(k, ki) != 0))
+            break;
+        if (!(out[m] = strdup(h->v[i].token)))
+            break;
+        m++;
+    }
+    return m;
 }
 
-static void renew_all(struct aio_redis_limiter *l)
+static void renew_all(struct aiometer__redis_limiter *l)
 {
     size_t from = 0;
 
     for (;;) {
-        char *tokens[RENEW_BATCH];
+        char *tokens[RENEW_BATCH], *key;
         const char *args[2 + RENEW_BATCH] = { "renew", l->lease_us };
+        struct aiometer__redis_names names;
         redisReply *r;
         size_t n, i;
-        int ok = 1;
 
         pthread_mutex_lock(&l->lock);
-        n = copy_tokens(l->held, l->n_held, from, tokens, RENEW_BATCH);
+        n = copy_tokens(&l->held, from, tokens, RENEW_BATCH, &key);
         pthread_mutex_unlock(&l->lock);
-        if (n == 0)
+        if (n == 0) {
+            free(key);
             return;
-        for (i = 0; i < n; i++) {
-            args[2 + i] = tokens[i];
-            ok = ok && tokens[i];
         }
-        if (ok && !aio_redis_run(l, 2 + (int)n, args, -1, &r))
+        for (i = 0; i < n; i++)
+            args[2 + i] = tokens[i];
+        aiometer__redis_names_of(l, key, &names);
+        if (!aiometer__redis_run(l, &names, 2 + (int)n, args, -1, &r))
             freeReplyObject(r);
         for (i = 0; i < n; i++)
             free(tokens[i]);
+        free(key);
         from += n;
     }
 }
 
-static void give_orphans(struct aio_redis_limiter *l)
+/* Give back one slot of key held as token, and wake the fleet's waiters
+ * for it. */
+void aiometer__redis_give(struct aiometer__redis_limiter *l, const char *token, const char *key)
+{
+    char msg[AIOMETER__REDIS_NAME_MAX];
+    const char *args[4] = { "give", l->channel, token, msg };
+    struct aiometer__redis_names names;
+    redisReply *r;
+    size_t len;
+
+    len = aiometer__redis_message_of(key, msg);
+    aiometer__redis_names_of(l, key, &names);
+    if (l->per_key) {
+        /* This process's next take of the key asks Redis at once. */
+        pthread_mutex_lock(&l->lock);
+        aiometer__redis_refusal_clear_locked(l, msg, len);
+        pthread_mutex_unlock(&l->lock);
+    }
+    /* A give that fails leaves the slot to end with its lease, which is
+     * no longer renewed. */
+    if (!aiometer__redis_run(l, &names, 4, args, -1, &r))
+        freeReplyObject(r);
+}
+
+static void give_orphans(struct aiometer__redis_limiter *l)
 {
     for (;;) {
-        const char *args[3] = { "give", l->channel, NULL };
-        redisReply *r;
-        char *token = NULL;
+        struct aiometer__redis_hold h;
+        int got;
 
         pthread_mutex_lock(&l->lock);
-        if (l->n_orphans)
-            token = l->orphans[--l->n_orphans];
+        got = aiometer__redis_holds_take(&l->orphans, NULL, &h);
         pthread_mutex_unlock(&l->lock);
-        if (!token)
+        if (!got)
             return;
-        args[2] = token;
-        if (!aio_redis_run(l, 3, args, -1, &r))
-            freeReplyObject(r);
-        free(token);
+        aiometer__redis_give(l, h.token, h.key);
+        free(h.token);
+        free(h.key);
     }
 }
 
 static void *renewer(void *arg)
 {
-    struct aio_redis_limiter *l = arg;
+    struct aiometer__redis_limiter *l = arg;
 
     while (!stopping(l, l->lease_ns / 3)) {
         renew_all(l);
@@ -126,8 +177,8 @@ static int is_message(const redisReply *r)
 
 static void *subscriber(void *arg)
 {
-    struct aio_redis_limiter *l = arg;
-    struct aio_redis_conn *c = NULL;
+    struct aiometer__redis_limiter *l = arg;
+    struct aiometer__redis_conn *c = NULL;
     uint64_t backoff = 0;
 
     for (;;) {
@@ -139,11 +190,11 @@ static void *subscriber(void *arg)
 
             if (backoff && stopping(l, backoff))
                 break;
-            err = aio_redis_connect(&l->pool, &c);
+            err = aiometer__redis_connect(&l->pool, &c);
             if (!err)
-                err = aio_redis_send(c, 2, argv, NULL, aio_redis_now() + l->pool.timeout_ns);
+                err = aiometer__redis_send(c, 2, argv, NULL, aiometer__redis_now() + l->pool.timeout_ns);
             if (err) {
-                aio_redis_close(c);
+                aiometer__redis_close(c);
                 c = NULL;
                 /* Capped at 1 s, like the pool's back-off. */
                 backoff = backoff ? backoff * 2 : 50000000;
@@ -156,7 +207,7 @@ static void *subscriber(void *arg)
              * let every waiter try again. */
             pthread_mutex_lock(&l->lock);
             {
-                struct aio_redis_waiter *w;
+                struct aiometer__redis_waiter *w;
                 uint64_t one = 1;
 
                 for (w = l->waiters; w; w = w->next)
@@ -168,25 +219,25 @@ static void *subscriber(void *arg)
         }
         /* A quiet connection is fine: there is no deadline for messages;
          * the stop descriptor ends the wait. */
-        err = aio_redis_read(c, aio_redis_now() + 3600 * UINT64_C(1000000000), l->stop_fd, &r);
+        err = aiometer__redis_read(c, aiometer__redis_now() + 3600 * UINT64_C(1000000000), l->stop_fd, &r);
         if (err == EINTR)
             break;
         if (err) {
-            aio_redis_close(c);
+            aiometer__redis_close(c);
             c = NULL;
             backoff = 50000000;
             continue;
         }
-        if (r && is_message(r))
-            aio_redis_wake_one(l);
+        if (r && is_message(r) && r->element[2]->type == REDIS_REPLY_STRING)
+            aiometer__redis_wake_one(l, r->element[2]->str, r->element[2]->len);
         if (r)
             freeReplyObject(r);
     }
-    aio_redis_close(c);
+    aiometer__redis_close(c);
     return NULL;
 }
 
-int aio_redis_threads_start(struct aio_redis_limiter *l)
+int aiometer__redis_threads_start(struct aiometer__redis_limiter *l)
 {
     int err;
 
@@ -215,7 +266,7 @@ int aio_redis_threads_start(struct aio_redis_limiter *l)
     return 0;
 }
 
-void aio_redis_threads_stop(struct aio_redis_limiter *l)
+void aiometer__redis_threads_stop(struct aiometer__redis_limiter *l)
 {
     uint64_t one = 1;
 

@@ -67,7 +67,7 @@ static long number(const char *s, size_t n)
     return v;
 }
 
-static int parse_unix(struct aio_redis_url *u, const char *s)
+static int parse_unix(struct aiometer__redis_url *u, const char *s)
 {
     const char *q = strchr(s, '?');
     size_t n = q ? (size_t)(q - s) : strlen(s);
@@ -83,7 +83,7 @@ static int parse_unix(struct aio_redis_url *u, const char *s)
     return u->path ? 0 : err;
 }
 
-static int parse_tcp(struct aio_redis_url *u, const char *s)
+static int parse_tcp(struct aiometer__redis_url *u, const char *s)
 {
     const char *at = strrchr(s, '@'), *h, *end, *colon;
     int err = 0;
@@ -132,7 +132,7 @@ static int parse_tcp(struct aio_redis_url *u, const char *s)
     return *s ? EINVAL : 0;
 }
 
-int aio_redis_url_parse(struct aio_redis_url *u, const char *url)
+int aiometer__redis_url_parse(struct aiometer__redis_url *u, const char *url)
 {
     int err;
 
@@ -146,11 +146,11 @@ int aio_redis_url_parse(struct aio_redis_url *u, const char *url)
     else
         err = EINVAL;
     if (err)
-        aio_redis_url_free(u);
+        aiometer__redis_url_free(u);
     return err;
 }
 
-void aio_redis_url_free(struct aio_redis_url *u)
+void aiometer__redis_url_free(struct aiometer__redis_url *u)
 {
     free(u->host);
     free(u->path);

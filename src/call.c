@@ -38,8 +38,8 @@ int aiometer__options_check(const aiometer_options *o)
         return EINVAL;
     if (isnan(o->progress_interval) || o->progress_interval < 0)
         return EINVAL;
-    /* A per-key limiter needs the job's key, which calls cannot give yet. */
-    if (o->limiter && o->limiter->be.per_key)
+    /* A per-key limiter needs the job's key. */
+    if (o->limiter && o->limiter->be.per_key && !o->key)
         return EINVAL;
     return aiometer__retry_check(o);
 }
@@ -129,12 +129,16 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     c->retry_max_delay = aiometer__retry_max_delay(opts);
     c->retry_gate = aiometer__retry_gate(c->slots);
     c->keep_going = opts->keep_going && policy->fail_stops;
+    c->keyed = c->shared && c->shared->be.per_key;
+    c->key = opts->key;
+    c->key_arg = opts->key_arg;
     if (policy->has_errors && n != SIZE_MAX)
         c->errors = opts->errors;
     atomic_init(&c->recruit, 0);
     atomic_init(&c->learn, 0);
     atomic_init(&c->parked, 0);
     atomic_init(&c->retry_waiters, 0);
+    atomic_init(&c->slot_waits, 0);
     atomic_init(&c->retried, 0);
     atomic_init(&c->p_retried, 0);
     atomic_init(&c->next, 0);
@@ -169,9 +173,10 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
             return err;
         }
     }
-    /* The heap of jobs in backoff is made now, so that a retry never
-     * allocates and never fails for want of memory. */
-    if (c->retries && aiometer__retry_heap_init(&c->rq, aiometer__retry_cap(c->slots, n)) != 0) {
+    /* The heap of jobs in backoff (and of jobs set aside for their key) is
+     * made now, so that a retry never allocates and never fails for want of
+     * memory. */
+    if ((c->retries || c->keyed) && aiometer__retry_heap_init(&c->rq, aiometer__retry_cap(c->slots, n)) != 0) {
         pthread_cond_destroy(&c->retry_timer_cv);
         pthread_cond_destroy(&c->retry_cv);
         pthread_cond_destroy(&c->space_cv);
@@ -369,12 +374,12 @@ int aiometer__call_finish(struct aiometer__call *c)
 {
     int ret = aiometer__call_verdict(c);
 
+    aiometer__retry_finish(c);
     if (c->policy->finish)
         c->policy->finish(c);
     if (c->errors)
         for (size_t i = atomic_load(&c->next); i < c->n; i++)
             c->errors[i] = ECANCELED; /* never claimed, so never run */
-    aiometer__retry_finish(c);
     aiometer__progress_final(c, ret);
     if (c->shared)
         atomic_fetch_sub(&c->shared->users, 1);
@@ -386,7 +391,7 @@ int aiometer__call_finish(struct aiometer__call *c)
 void aiometer__call_undo_init(struct aiometer__call *c)
 {
     aiometer__cancel_fd_close(c);
-    if (c->rq.cap)
+    if (c->rq.e)
         aiometer__retry_heap_destroy(&c->rq);
     pthread_cond_destroy(&c->retry_timer_cv);
     pthread_cond_destroy(&c->retry_cv);

@@ -13,6 +13,7 @@
  *   jobloop.c   the participants' loop that runs claimed jobs
  *   ratewait.c  waiting for the limiters before a job starts
  *   retry.c     jobs waiting out a backoff before their next attempt
+ *   keywait.c   per-key limiters: jobs set aside until their key allows
  *   cancel.c    stopping, deadlines, and the job-side functions
  *   cancelfd.c  the call's cancel descriptor
  *   progress.c  progress reports and statistics
@@ -118,6 +119,11 @@ struct aiometer__call {
     size_t retry_gate;    /* parked jobs at which new claims pause */
     int keep_going;       /* opts.keep_going, where the policy stops on failure */
     int *errors;          /* opts.errors, where the policy has them */
+    /* A per-key limiter with opts.key: jobs that their key cannot start yet
+     * are set aside in rq (keywait.c). */
+    int keyed;
+    const char *(*key)(void *arg, void *key_arg);
+    void *key_arg;
 
     /* The calling thread's own: whether it works on the call while it
      * waits.  Set at init, and again by aiometer__call_post when the pool could
@@ -143,6 +149,7 @@ struct aiometer__call {
     /* Retries: written under lock, read lock-free by aiometer__call_has_work. */
     atomic_size_t parked;        /* rq.n */
     atomic_size_t retry_waiters; /* participants waiting on retry_cv */
+    atomic_size_t slot_waits;    /* entries of rq waiting for a key's slot */
 
     /* Held while a lazy source is called, so that calls to it are never
      * concurrent, and while `pulled` grows; never while waiting for room,
@@ -294,28 +301,50 @@ void aiometer__job_failed(struct aiometer__call *c, size_t j, int err, void *r);
 
 /* ---- retry.c: jobs in backoff ---- */
 
-/* Park job j (its argument arg, for a source) whose attempt `attempt - 1`
- * asked for a retry after `after` seconds (< 0: a backoff).  1 if parked;
- * 0 if the call has stopped, and the job never runs again. */
-int aiometer__retry_park(struct aiometer__call *c, size_t j, void *arg, size_t attempt, int err,
-                         double after);
+/* Park job j (its argument arg, for a source; its key, for a per-key
+ * limiter) whose attempt `attempt - 1` asked for a retry after `after`
+ * seconds (< 0: a backoff).  1 if parked; 0 if the call has stopped, and
+ * the job never runs again. */
+int aiometer__retry_park(struct aiometer__call *c, size_t j, void *arg, const char *key,
+                         size_t attempt, int err, double after);
+/* Park *r as it is (due time and all): 1, or 0 if the call has stopped. */
+int aiometer__park(struct aiometer__call *c, const struct aiometer__retry *r);
 /* Before a participant claims a new job: 1 with *re set to a parked job now
  * due.  Otherwise, while jobs are parked and the participant has nothing
  * else to do, it waits for them here (as many participants as are parked
  * jobs).  0: claim a new job (if may_claim), or leave. */
 int aiometer__retry_next(struct aiometer__call *c, struct aiometer__retry *re, int may_claim);
 /* The call is over: jobs still parked were stopped in their backoff and
- * end with their last error. */
+ * end with their last error; jobs set aside before their first attempt are
+ * skipped and give back the slots they hold. */
 void aiometer__retry_finish(struct aiometer__call *c);
 
 /* ---- ratewait.c: before a job starts ---- */
 
 /* Book job j's start with the rate limiter(s) and wait for it: 1 to start
- * the job, 0 if the call stopped (a limiter that fails to book stops it). */
-int aiometer__wait_rate(struct aiometer__call *c, struct aiometer__local *L, size_t j);
+ * the job, 0 if the call stopped (a limiter that fails to book stops it).
+ * With own_only, only the call's own rate (a per-key limiter has been
+ * booked already, keywait.c). */
+int aiometer__wait_rate(struct aiometer__call *c, struct aiometer__local *L, size_t j,
+                        int own_only);
 /* Take a running slot of the call's limiter for job j: 1 with the slot, 0
  * if the call stopped (a limiter that fails stops it with its error). */
 int aiometer__take_slot(struct aiometer__call *c, size_t j);
+
+/* ---- keywait.c: per-key limiters ---- */
+
+/* Before job j runs on a per-key limiter: its key (asked for now, unless re
+ * carries it), a slot of the key and a booked start for it, then the
+ * call's own rate.  1: run the job now, *key set and *slot nonzero if it
+ * holds a slot of the key.  0: the key cannot start it yet, and it is set
+ * aside (parked) until it can; the participant goes on to other work.
+ * -1: the call stopped (or this job stopped it), and the job does not run;
+ * it holds nothing.  re: a parked job picked up again, or NULL. */
+int aiometer__key_ready(struct aiometer__call *c, struct aiometer__local *L, size_t j, void *arg,
+                        const struct aiometer__retry *re, const char **key, int *slot);
+/* A job of the call gave back a slot of `key`: a job set aside for want of
+ * one is asked about at once rather than at its next poll. */
+void aiometer__key_released(struct aiometer__call *c, const char *key);
 
 /* ---- cancel.c: stopping ---- */
 
@@ -359,6 +388,7 @@ struct aiometer__ctx {
     int in_job;    /* fn is running: job `index` */
     int in_source; /* the source is running: c->source_lock is held */
     int slot;      /* holds a running slot of the call's limiter */
+    const char *key; /* the job's key, for a per-key limiter, or NULL */
 };
 extern _Thread_local struct aiometer__ctx *aiometer__tls;
 

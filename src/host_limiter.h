@@ -43,21 +43,54 @@
  * checked by aiometer__limiter_options_check. */
 int aiometer__host_open(aiometer_limiter **lim, const char *name, const aiometer_limiter_options *lo);
 
-/* ---- the shared layout (version 1) ---------------------------------------- */
+/* ---- the shared layout (version 2) ---------------------------------------- */
 
 #define AIOMETER__HOST_MAGIC UINT64_C(0x54534f484d4f4941) /* "AIOMHOST" in little endian */
-#define AIOMETER__HOST_VERSION 1
+/* Version 2 added the table of keys (per-key limits) and key_buckets. */
+#define AIOMETER__HOST_VERSION 2
 #define AIOMETER__HOST_HEADER 4096
 #define AIOMETER__HOST_SLOTS 65536
-#define AIOMETER__HOST_SIZE (AIOMETER__HOST_HEADER + AIOMETER__HOST_SLOTS * sizeof(uint64_t))
+
+/* The table of keys of a per-key named limiter: buckets of KEY_WAYS keys,
+ * each key with its TAT and KEY_SLOTS running slots (the most a per-key
+ * named limiter's max_at_once may be).  The file has room for
+ * KEY_BUCKETS_MAX buckets whatever the limiter (only pages that are used
+ * are ever touched); the creator uses the first key_buckets of them. */
+#define AIOMETER__HOST_KEY_WAYS 8
+#define AIOMETER__HOST_KEY_SLOTS 16
+#define AIOMETER__HOST_KEY_BUCKETS_MAX 2048
+#define AIOMETER__HOST_MAX_KEYS (AIOMETER__HOST_KEY_WAYS * AIOMETER__HOST_KEY_BUCKETS_MAX)
+
+struct aiometer__host_key {
+    /* The key's fingerprint (a 64-bit hash of its bytes, never 0); 0: the
+     * entry is free.  Written only by the holder of the bucket's lock. */
+    _Atomic uint64_t id;
+    /* The key's TAT (below 2^63), or AIOMETER__HOST_KEY_LOCKED | the owner
+     * token of a process forgetting the key (host_keys.c). */
+    _Atomic uint64_t tat;
+    /* Running slots: 0 or the owner token of the process holding one. */
+    _Atomic uint64_t slots[AIOMETER__HOST_KEY_SLOTS];
+};
+
+struct aiometer__host_bucket {
+    /* 0, or the owner token of the process adding or forgetting a key of
+     * this bucket; a dead owner's lock may be taken over. */
+    _Atomic uint64_t lock;
+    uint64_t pad;
+    struct aiometer__host_key key[AIOMETER__HOST_KEY_WAYS];
+};
+
+#define AIOMETER__HOST_KEYS_OFFSET (AIOMETER__HOST_HEADER + AIOMETER__HOST_SLOTS * sizeof(uint64_t))
+#define AIOMETER__HOST_SIZE                                                                        \
+    (AIOMETER__HOST_KEYS_OFFSET +                                                                  \
+     AIOMETER__HOST_KEY_BUCKETS_MAX * sizeof(struct aiometer__host_bucket))
 
 /* The file: this header (AIOMETER__HOST_HEADER bytes), then AIOMETER__HOST_SLOTS slot
- * words.  Fields up to boot are written once, by the process that
- * initialises the state, before it stores magic (release); readers read
- * them after loading magic (acquire).  keys_offset is 0 in version 1; a
- * later version with a table of keys (per-key limits) puts it there and
- * bumps the version, so that an old library says EPROTO rather than
- * misreading it. */
+ * words, then the table of keys (used by per-key limiters only).  Fields
+ * up to boot are written once, by the process that initialises the state,
+ * before it stores magic (release); readers read them after loading magic
+ * (acquire).  A library that knows another version says EPROTO rather than
+ * misreading the state. */
 struct aiometer__host_shared {
     _Atomic uint64_t magic;       /* 0 until initialised: AIOMETER__HOST_MAGIC */
     uint32_t version;             /* AIOMETER__HOST_VERSION */
@@ -66,7 +99,9 @@ struct aiometer__host_shared {
     uint32_t max_at_once;         /* the cap, set by the creator; 0: none */
     uint32_t nslots;              /* AIOMETER__HOST_SLOTS */
     uint64_t slots_offset;        /* AIOMETER__HOST_HEADER */
-    uint64_t keys_offset;         /* 0: no key table */
+    uint64_t keys_offset;         /* AIOMETER__HOST_KEYS_OFFSET */
+    uint32_t key_buckets;         /* buckets of keys in use; 0: not per key */
+    uint32_t key_pad;
     _Atomic uint64_t initializer; /* owner token of the initialising process */
     _Atomic uint64_t resetter;    /* owner token of a process starting afresh */
     _Atomic uint64_t boot[5];     /* the boot id the schedule belongs to */
@@ -85,6 +120,11 @@ struct aiometer__host {
     uint64_t interval, tolerance; /* this opener's T and tau; interval 0: no rate */
     _Atomic uint32_t hint;        /* where the next search for a free slot starts */
     _Atomic uint64_t last_reclaim;
+    /* Per-key limiters: the table of keys, key_buckets of them (a power of
+     * two), and when dead owners of a key's slots were last looked for. */
+    struct aiometer__host_bucket *buckets;
+    uint32_t key_buckets;
+    _Atomic uint64_t key_reclaim;
 };
 
 /* ---- host_limiter.c --------------------------------------------------------- */
@@ -92,6 +132,16 @@ struct aiometer__host {
 /* Make the limiter object for an attached handle; on failure the handle is
  * unmapped and freed. */
 int aiometer__host_make(aiometer_limiter **lim, struct aiometer__host *h);
+
+/* ---- host_keys.c ------------------------------------------------------------ */
+
+/* The limiter object of a per-key named limiter; on failure the handle is
+ * unmapped and freed. */
+int aiometer__host_keys_make(aiometer_limiter **lim, struct aiometer__host *h);
+/* Buckets for max_keys keys (0: the default), or 0 if too many. */
+uint32_t aiometer__host_key_buckets(size_t max_keys);
+/* Empty the table of keys (a new boot); run by the one resetter. */
+void aiometer__host_keys_reset(struct aiometer__host_bucket *b, uint32_t n);
 
 /* ---- host_owner.c ------------------------------------------------------------ */
 

@@ -113,7 +113,7 @@ static int claim(_Atomic uint64_t *role, uint64_t self)
  * initialised (its creator died before it was done), fills the header and
  * stores magic last.  Others wait for magic. */
 static int initialise(struct aiometer__host_shared *sh, _Atomic uint64_t *slots, uint32_t cap,
-                      uint64_t self)
+                      uint32_t key_buckets, uint64_t self)
 {
     uint64_t until = aiometer__now_ns() + SETUP_WAIT_NS, id[5];
     uint32_t i;
@@ -128,7 +128,9 @@ static int initialise(struct aiometer__host_shared *sh, _Atomic uint64_t *slots,
             sh->max_at_once = cap;
             sh->nslots = AIOMETER__HOST_SLOTS;
             sh->slots_offset = AIOMETER__HOST_HEADER;
-            sh->keys_offset = 0;
+            sh->keys_offset = AIOMETER__HOST_KEYS_OFFSET;
+            /* The table of keys is zero, as the file was made: empty. */
+            sh->key_buckets = key_buckets;
             aiometer__host_boot_id(id);
             for (i = 0; i < 5; i++)
                 atomic_store(&sh->boot[i], id[i]);
@@ -167,6 +169,9 @@ static int check_boot(struct aiometer__host_shared *sh, _Atomic uint64_t *slots,
                 atomic_store(&sh->tat, 0);
                 for (i = 0; i < sh->max_at_once; i++)
                     atomic_store(&slots[i], 0);
+                aiometer__host_keys_reset(
+                    (struct aiometer__host_bucket *)((char *)sh + AIOMETER__HOST_KEYS_OFFSET),
+                    sh->key_buckets);
                 for (i = 0; i < 5; i++)
                     atomic_store_explicit(&sh->boot[i], id[i], memory_order_release);
                 atomic_fetch_add(&sh->wake_seq, 1);
@@ -184,17 +189,25 @@ static int check_boot(struct aiometer__host_shared *sh, _Atomic uint64_t *slots,
 
 
 /* Check the header of an initialised state against this library and the
- * opener's cap: 0, EPROTO or EEXIST. */
-static int check_header(struct aiometer__host_shared *sh, size_t cap)
+ * opener's cap and keys (key_buckets 0: not per key; max_keys 0: whatever
+ * the state has): 0, EPROTO or EEXIST. */
+static int check_header(struct aiometer__host_shared *sh, size_t cap, uint32_t key_buckets,
+                        size_t max_keys)
 {
     if (atomic_load_explicit(&sh->magic, memory_order_acquire) != AIOMETER__HOST_MAGIC)
         return EPROTO;
     if (sh->version != AIOMETER__HOST_VERSION || sh->header_size != AIOMETER__HOST_HEADER ||
         sh->size != AIOMETER__HOST_SIZE || sh->nslots != AIOMETER__HOST_SLOTS ||
-        sh->slots_offset != AIOMETER__HOST_HEADER || sh->keys_offset != 0 ||
-        sh->max_at_once > AIOMETER__HOST_MAX_AT_ONCE)
+        sh->slots_offset != AIOMETER__HOST_HEADER || sh->keys_offset != AIOMETER__HOST_KEYS_OFFSET ||
+        sh->max_at_once > AIOMETER__HOST_MAX_AT_ONCE ||
+        sh->key_buckets > AIOMETER__HOST_KEY_BUCKETS_MAX ||
+        (sh->key_buckets & (sh->key_buckets - 1)) != 0 ||
+        (sh->key_buckets && sh->max_at_once > AIOMETER__HOST_KEY_SLOTS))
         return EPROTO;
     if (cap && cap != sh->max_at_once)
+        return EEXIST;
+    /* Per key or not, and the size of the table, are the creator's. */
+    if (!key_buckets != !sh->key_buckets || (max_keys && key_buckets != sh->key_buckets))
         return EEXIST;
     return 0;
 }
@@ -235,9 +248,15 @@ int aiometer__host_open(aiometer_limiter **lim, const char *name, const aiometer
     uint64_t self;
     void *map;
     int fd, created = 0, err;
+    uint32_t key_buckets = 0;
 
     if (!valid_name(name) || lo->max_at_once > AIOMETER__HOST_MAX_AT_ONCE)
         return EINVAL;
+    if (lo->per_key) {
+        key_buckets = aiometer__host_key_buckets(lo->max_keys);
+        if (!key_buckets || lo->max_at_once > AIOMETER__HOST_KEY_SLOTS)
+            return EINVAL;
+    }
     self = aiometer__host_self();
     if (!self)
         return ENOSYS; /* no /proc: dead owners could not be told from live ones */
@@ -282,9 +301,9 @@ int aiometer__host_open(aiometer_limiter **lim, const char *name, const aiometer
     sh = map;
     h->sh = sh;
     h->slots = (_Atomic uint64_t *)((char *)map + AIOMETER__HOST_HEADER);
-    err = initialise(sh, h->slots, (uint32_t)lo->max_at_once, self);
+    err = initialise(sh, h->slots, (uint32_t)lo->max_at_once, key_buckets, self);
     if (!err)
-        err = check_header(sh, lo->max_at_once);
+        err = check_header(sh, lo->max_at_once, key_buckets, lo->max_keys);
     if (!err)
         err = check_boot(sh, h->slots, self);
     if (err) {
@@ -295,6 +314,12 @@ int aiometer__host_open(aiometer_limiter **lim, const char *name, const aiometer
     h->cap = sh->max_at_once;
     atomic_init(&h->hint, 0);
     atomic_init(&h->last_reclaim, 0);
+    atomic_init(&h->key_reclaim, 0);
+    if (sh->key_buckets) {
+        h->buckets = (struct aiometer__host_bucket *)((char *)map + AIOMETER__HOST_KEYS_OFFSET);
+        h->key_buckets = sh->key_buckets;
+        return aiometer__host_keys_make(lim, h);
+    }
     return aiometer__host_make(lim, h);
 }
 

@@ -21,8 +21,15 @@
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
-#include <linux/futex.h>
 #include <sys/syscall.h>
+#ifdef HAVE_LINUX_FUTEX_H
+#include <linux/futex.h>
+#else
+/* The kernel's futex operation numbers are ABI, fixed for good; a libc
+ * without the kernel's headers (musl-gcc) still has the system call. */
+#define FUTEX_WAIT 0
+#define FUTEX_WAKE 1
+#endif
 #endif
 
 #define PID_BITS 22

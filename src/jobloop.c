@@ -76,6 +76,15 @@ static void fail_for_good(struct aiometer__call *c, struct aiometer__local *L, s
     aiometer__job_failed(c, j, err, NULL);
 }
 
+/* Give back the running slot the job holds on the call's limiter. */
+static void give_back(struct aiometer__call *c, struct aiometer__ctx *ctx)
+{
+    ctx->slot = 0;
+    c->shared->be.release(c->shared->state, ctx->key);
+    if (c->keyed)
+        aiometer__key_released(c, ctx->key);
+}
+
 /* What follows a job's return: its result, failure or retry goes to the
  * policy, and a running slot goes back. */
 static void job_outcome(struct aiometer__call *c, struct aiometer__ctx *ctx,
@@ -94,9 +103,8 @@ static void job_outcome(struct aiometer__call *c, struct aiometer__ctx *ctx,
     } else if (ctx->retry_err) {
         /* The slot goes back before the backoff, not after it. */
         if (ctx->slot)
-            c->shared->be.release(c->shared->state, NULL);
-        ctx->slot = 0;
-        if (!aiometer__retry_park(c, j, source_arg, ctx->attempt + 1, ctx->retry_err,
+            give_back(c, ctx);
+        if (!aiometer__retry_park(c, j, source_arg, ctx->key, ctx->attempt + 1, ctx->retry_err,
                                   ctx->retry_after))
             fail_for_good(c, L, j, ctx->retry_err);
     } else {
@@ -108,16 +116,15 @@ static void job_outcome(struct aiometer__call *c, struct aiometer__ctx *ctx,
         if (pol->result)
             pol->result(c, j, r, sink);
     }
-    if (ctx->slot) {
-        ctx->slot = 0;
-        c->shared->be.release(c->shared->state, NULL);
-    }
+    if (ctx->slot)
+        give_back(c, ctx);
     if (c->progress)
         aiometer__progress_tick(c);
 }
 
-/* Run job j once: its first attempt (re NULL), or the attempt of a parked
- * job that is due (re). */
+/* Run job j once: its first attempt (re NULL), or a parked job that is due
+ * (re): the next attempt after a backoff, or a job that was set aside for
+ * its key. */
 static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct aiometer__local *L,
                     size_t j, void *source_arg, int rated, struct aiometer__sink *sink,
                     const struct aiometer__retry *re)
@@ -125,19 +132,26 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
     const struct aiometer__policy *pol = c->policy;
     aiometer_fn fn;
     void *arg, *r;
+    int ready = 1;
 
     ctx->index = j;
+    ctx->key = NULL;
     /* Relaxed: this is only a shortcut past jobs of a stopped call.  A job
      * that sees a stale "going" starts as it would have a moment earlier;
      * the claim that gave it out read stop with acquire. */
-    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING ||
-        (c->capped && !(ctx->slot = aiometer__take_slot(c, j))) ||
-        (rated && !aiometer__wait_rate(c, L, j))) {
-        if (ctx->slot) {
-            ctx->slot = 0;
-            c->shared->be.release(c->shared->state, NULL);
-        }
-        if (re) {
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
+        ready = -1;
+    else if (c->keyed)
+        ready = aiometer__key_ready(c, L, j, source_arg, re, &ctx->key, &ctx->slot);
+    else if ((c->capped && !(ctx->slot = aiometer__take_slot(c, j))) ||
+             (rated && !aiometer__wait_rate(c, L, j, 0)))
+        ready = -1;
+    if (ready == 0)
+        return; /* set aside until its key allows it */
+    if (ready < 0) {
+        if (ctx->slot)
+            give_back(c, ctx);
+        if (re && re->attempt > 0) {
             /* Stopped between two attempts: the job ends with its last
              * error. */
             fail_for_good(c, L, j, re->err);
@@ -156,7 +170,7 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
         fn = c->fn;
         arg = c->source ? source_arg : c->args[j];
     }
-    if (re) {
+    if (re && re->attempt > 0) {
         L->retried++;
         if (c->progress)
             atomic_fetch_add(&c->p_retried, 1);
@@ -176,7 +190,7 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
 }
 
 /* A batch of a call with nothing to do around its jobs but run them (no
- * limiter, no rate, no progress reports, no errors array): W1's tiny jobs
+ * limiter, no keys, no rate, no progress reports, no errors array): W1's tiny jobs
  * spend most of their time here, so this loop does per job only what
  * run_job does in that case, with the same effect (86 instructions of
  * run_job per job down to about 25, bench/README).  A job that fails, asks
@@ -195,6 +209,7 @@ static void run_plain_batch(struct aiometer__call *c, struct aiometer__ctx *ctx,
      * with them clear, and job_outcome's cases below put them back. */
     ctx->fail_err = ctx->retry_err = ctx->drop = 0;
     ctx->attempt = 0;
+    ctx->key = NULL;
     for (j = first; j < end; j++) {
         aiometer_fn fn;
         void *arg, *r;
@@ -274,7 +289,7 @@ static void participant_unwound(void *arg)
         aiometer__job_failed(c, ctx->index, EOWNERDEAD, NULL);
     }
     if (ctx->slot)
-        c->shared->be.release(c->shared->state, NULL);
+        c->shared->be.release(c->shared->state, ctx->key);
     aiometer__call_stop(c, AIOMETER__STOP_FAILED, EOWNERDEAD, ctx->index);
     if (c->policy->flush)
         c->policy->flush(c, ctx->sink);
@@ -322,7 +337,7 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
      * behind the batch while parked jobs come due, and the gate on parked
      * jobs (retry.h) counts on one claim per participant. */
     int adaptive = !rated && !one && !c->rq.cap;
-    int plain = !rated && !c->capped && !c->progress && !c->errors;
+    int plain = !rated && !c->capped && !c->keyed && !c->progress && !c->errors;
     size_t batch = 1, claimed = 0;
     void *sargs[AIOMETER__SOURCE_BATCH];
     /* Batches stay within what the source buffer and the sink hold. */

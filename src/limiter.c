@@ -85,6 +85,10 @@ int aiometer__limiter_options_check(const aiometer_limiter_options *lo, size_t m
         return EINVAL;
     if (lo->max_at_once > max_cap)
         return EINVAL;
+    /* max_keys means nothing without per_key: a forgotten per_key, most
+     * likely. */
+    if (lo->max_keys && (!lo->per_key || lo->max_keys > AIOMETER__PRIVATE_MAX_KEYS))
+        return EINVAL;
     /* A limiter that limits nothing is a mistake, not a default. */
     if (!(r > 0 && isfinite(r)) && lo->max_at_once == 0)
         return EINVAL;
@@ -228,5 +232,5 @@ int aiometer_limiter_open(aiometer_limiter **lim, const char *name,
         return EINVAL;
     if (name)
         return aiometer__host_open(lim, name, lo);
-    return private_open(lim, lo);
+    return lo->per_key ? aiometer__keytable_open(lim, lo) : private_open(lim, lo);
 }

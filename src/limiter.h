@@ -48,4 +48,12 @@ struct aiometer_limiter {
 /* The most running slots a private limiter has. */
 #define AIOMETER__PRIVATE_MAX_AT_ONCE 65535
 
+/* Per-key limiters: keys remembered when max_keys is 0, and the most a
+ * private one may remember (its table has two entries per key). */
+#define AIOMETER__DEFAULT_MAX_KEYS 4096
+#define AIOMETER__PRIVATE_MAX_KEYS (UINT64_C(1) << 20)
+
+/* keytable.c: a per-key limiter private to this process; lo checked. */
+int aiometer__keytable_open(aiometer_limiter **lim, const aiometer_limiter_options *lo);
+
 #endif

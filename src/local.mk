@@ -6,8 +6,8 @@ src_libaiometer_la_SOURCES = \
 	src/syscalls.c src/syscalls.h \
 	src/fdsem.c src/fdsem.h \
 	src/pool.c src/pool.h \
-	src/limiter.c src/limiter.h \
-	src/host_open.c src/host_limiter.c src/host_owner.c src/host_limiter.h \
+	src/limiter.c src/limiter.h src/keytable.c \
+	src/host_open.c src/host_limiter.c src/host_keys.c src/host_owner.c src/host_limiter.h \
 	src/completion.c src/completion.h \
 	src/retry.c src/retry.h \
 	src/call.c src/call.h \
@@ -15,6 +15,7 @@ src_libaiometer_la_SOURCES = \
 	src/claim.c \
 	src/jobloop.c \
 	src/ratewait.c \
+	src/keywait.c \
 	src/policy.c \
 	src/cancel.c \
 	src/cancelfd.c \

@@ -42,13 +42,14 @@ static uint64_t rate_spin_ns(void)
 
 /* The call's own rate and its shared limiter each book the start; the job
  * begins at the later of the two times. */
-int aiometer__wait_rate(struct aiometer__call *c, struct aiometer__local *L, size_t j)
+int aiometer__wait_rate(struct aiometer__call *c, struct aiometer__local *L, size_t j,
+                        int own_only)
 {
     uint64_t asked = aiometer__now_ns(), now = asked, grant = now, spin, wake;
 
     if (c->has_rate)
         grant = aiometer__gcra_book(&c->own_rate, now);
-    if (c->shared && c->shared->be.book) {
+    if (!own_only && c->shared && c->shared->be.book) {
         uint64_t g2;
         int err = c->shared->be.book(c->shared->state, NULL, now, &g2);
         if (err) {

@@ -89,19 +89,29 @@ static void swap(struct aiometer__retry *a, struct aiometer__retry *b)
     *b = t;
 }
 
-int aiometer__retry_heap_push(struct aiometer__retry_heap *h, const struct aiometer__retry *r)
+static void sift_up(struct aiometer__retry_heap *h, size_t i)
 {
-    size_t i;
-
-    if (h->n == h->cap)
-        return ENOSPC;
-    i = h->n++;
-    h->e[i] = *r;
     while (i > 0 && h->e[(i - 1) / 2].due > h->e[i].due) {
         swap(&h->e[(i - 1) / 2], &h->e[i]);
         i = (i - 1) / 2;
     }
+}
+
+int aiometer__retry_heap_push(struct aiometer__retry_heap *h, const struct aiometer__retry *r)
+{
+    if (h->n == h->cap)
+        return ENOSPC;
+    h->e[h->n] = *r;
+    sift_up(h, h->n++);
     return 0;
+}
+
+void aiometer__retry_heap_hasten(struct aiometer__retry_heap *h, size_t i, uint64_t due)
+{
+    if (i < h->n && due < h->e[i].due) {
+        h->e[i].due = due;
+        sift_up(h, i);
+    }
 }
 
 uint64_t aiometer__retry_heap_first(const struct aiometer__retry_heap *h)
@@ -166,12 +176,33 @@ uint64_t aiometer__retry_backoff_ns(double delay, double max_delay, size_t k)
 
 /* ---- parking and picking up -------------------------------------------------- */
 
-int aiometer__retry_park(struct aiometer__call *c, size_t j, void *arg, size_t attempt, int err,
-                         double after)
+int aiometer__park(struct aiometer__call *c, const struct aiometer__retry *r)
 {
-    struct aiometer__retry r;
-    uint64_t wait;
     int ok = 0;
+
+    aiometer__lock(&c->lock);
+    if (atomic_load(&c->stop) == AIOMETER__GOING) {
+        uint64_t first = aiometer__retry_heap_first(&c->rq);
+        ok = aiometer__retry_heap_push(&c->rq, r) == 0;
+        if (ok) {
+            atomic_store(&c->parked, c->rq.n);
+            if (r->wait == AIOMETER__WAIT_SLOT)
+                atomic_fetch_add(&c->slot_waits, 1);
+            /* The timer sleeps until the earliest due time it saw: it must
+             * wake for a job due before that (or someone must become it). */
+            if (r->due < first)
+                pthread_cond_signal(c->retry_timer ? &c->retry_timer_cv : &c->retry_cv);
+        }
+    }
+    aiometer__unlock(&c->lock);
+    return ok;
+}
+
+int aiometer__retry_park(struct aiometer__call *c, size_t j, void *arg, const char *key,
+                         size_t attempt, int err, double after)
+{
+    struct aiometer__retry r = { 0 };
+    uint64_t wait;
 
     if (after >= 0)
         wait = isfinite(after) ? aiometer__seconds_to_ns(after) : AIOMETER__NEVER;
@@ -182,20 +213,9 @@ int aiometer__retry_park(struct aiometer__call *c, size_t j, void *arg, size_t a
     r.arg = arg;
     r.attempt = attempt;
     r.err = err;
-    aiometer__lock(&c->lock);
-    if (atomic_load(&c->stop) == AIOMETER__GOING) {
-        uint64_t first = aiometer__retry_heap_first(&c->rq);
-        ok = aiometer__retry_heap_push(&c->rq, &r) == 0;
-        if (ok) {
-            atomic_store(&c->parked, c->rq.n);
-            /* The timer sleeps until the earliest due time it saw: it must
-             * wake for a job due before that (or someone must become it). */
-            if (r.due < first)
-                pthread_cond_signal(c->retry_timer ? &c->retry_timer_cv : &c->retry_cv);
-        }
-    }
-    aiometer__unlock(&c->lock);
-    return ok;
+    r.key = key;
+    r.wait = AIOMETER__WAIT_RETRY;
+    return aiometer__park(c, &r);
 }
 
 int aiometer__retry_next(struct aiometer__call *c, struct aiometer__retry *re, int may_claim)
@@ -215,6 +235,8 @@ int aiometer__retry_next(struct aiometer__call *c, struct aiometer__retry *re, i
         if (first <= aiometer__now_ns()) {
             got = aiometer__retry_heap_pop(&c->rq, re);
             atomic_store(&c->parked, c->rq.n);
+            if (re->wait == AIOMETER__WAIT_SLOT)
+                atomic_fetch_sub(&c->slot_waits, 1);
             break;
         }
         /* New work first, while the parked jobs stay under the gate that
@@ -236,9 +258,18 @@ int aiometer__retry_next(struct aiometer__call *c, struct aiometer__retry *re, i
         atomic_fetch_sub(&c->retry_waiters, 1);
     }
     /* Leaving the wait (to run a job, to claim one, or because the call
-     * stopped): if jobs are left and nobody times them, wake a waiter to. */
-    if (c->rq.n && !c->retry_timer && atomic_load(&c->retry_waiters) > 0)
-        pthread_cond_signal(&c->retry_cv);
+     * stopped): if jobs are left and nobody times them, wake a waiter to.
+     * If more wait than jobs are parked (a participant that was not waiting
+     * took a due job, or the last one), wake one to leave: each that leaves
+     * passes the wake-up on while the excess lasts, so no participant waits
+     * for ever on an empty heap. */
+    {
+        size_t waiting = atomic_load(&c->retry_waiters);
+        if (waiting > 0 && (!c->retry_timer || waiting > c->rq.n))
+            pthread_cond_signal(&c->retry_cv);
+        if (c->rq.n == 0 && c->retry_timer)
+            pthread_cond_signal(&c->retry_timer_cv);
+    }
     aiometer__unlock(&c->lock);
     return got;
 }
@@ -247,8 +278,19 @@ void aiometer__retry_finish(struct aiometer__call *c)
 {
     struct aiometer__retry r;
 
-    /* No participant is left, so the heap needs no lock. */
+    /* No participant is left, so the heap needs no lock.  A job set aside
+     * before its first attempt never started: it is skipped like a job
+     * never claimed, and gives back the key's slot if it held one. */
     while (c->rq.cap && aiometer__retry_heap_pop(&c->rq, &r)) {
+        if (r.hold)
+            c->shared->be.release(c->shared->state, r.key);
+        if (r.attempt == 0) {
+            if (c->errors)
+                c->errors[r.index] = ECANCELED;
+            if (c->policy->skip)
+                c->policy->skip(c, r.index);
+            continue;
+        }
         atomic_fetch_add(&c->failed, 1);
         if (c->progress)
             atomic_fetch_add(&c->p_failed, 1);

@@ -21,13 +21,31 @@
 #define AIOMETER__RETRY_DELAY 0.1
 #define AIOMETER__RETRY_MAX_DELAY 30.0
 
+/* Why a job is parked.  Jobs of a call on a per-key limiter (keywait.c)
+ * are also set aside here when their key cannot start them yet, so that a
+ * participant runs another job meanwhile; they are picked up as retries
+ * are, when due. */
+enum aiometer__wait {
+    AIOMETER__WAIT_RETRY = 0, /* a backoff: the next attempt starts afresh */
+    AIOMETER__WAIT_SLOT,      /* the key had no free slot (or no room): ask again */
+    AIOMETER__WAIT_START      /* the key's booked start is `due`: run then */
+};
+
 /* One parked job. */
 struct aiometer__retry {
-    uint64_t due;     /* when its next attempt may start */
+    uint64_t due;     /* when its next attempt may start (or be asked about) */
     size_t index;     /* the job */
     void *arg;        /* its argument, for a job from a lazy source */
     size_t attempt;   /* the number of its next attempt; 0 was the first */
     int err;          /* what the last attempt failed with */
+    /* Per-key limiters only: the job's key (asked for once per job) and
+     * its hash, whether the job holds one of the key's running slots, why
+     * it waits, and how often it has asked for a slot in vain. */
+    const char *key;
+    uint64_t hash;
+    unsigned char hold;
+    unsigned char wait; /* enum aiometer__wait */
+    unsigned short polls;
 };
 
 /* A binary min-heap on due; cap 0: the call has no retries. */
@@ -61,6 +79,8 @@ int aiometer__retry_heap_push(struct aiometer__retry_heap *h, const struct aiome
 uint64_t aiometer__retry_heap_first(const struct aiometer__retry_heap *h);
 /* Take the earliest entry: 1, or 0 when empty. */
 int aiometer__retry_heap_pop(struct aiometer__retry_heap *h, struct aiometer__retry *out);
+/* Make entry i due at `due` (no later than it was) and restore the heap. */
+void aiometer__retry_heap_hasten(struct aiometer__retry_heap *h, size_t i, uint64_t due);
 
 /* Backoff k (0 for the first retry): a uniformly random wait in
  * [0, min(max_delay, delay * 2^k)], in nanoseconds. */

@@ -523,12 +523,33 @@ static void *busy_caller(void *arg)
     return (void *)(intptr_t)aiometer_run_on_each(busy_job, args, 1, &o);
 }
 
+static const char *one_key(void *arg, void *key_arg)
+{
+    (void)arg;
+    (void)key_arg;
+    return "k";
+}
+
+/* A per-key backend's book: it must be given the job's key. */
+static int key_book(void *state, const char *key, uint64_t now, uint64_t *start)
+{
+    struct recorder *r = state;
+
+    ck_assert_ptr_nonnull(key);
+    ck_assert_str_eq(key, "k");
+    pthread_mutex_lock(&r->mu);
+    r->books++;
+    pthread_mutex_unlock(&r->mu);
+    *start = now;
+    return 0;
+}
+
 START_TEST(test_backend_destroy_busy_and_per_key)
 {
     struct recorder r;
     aiometer_limiter *lim;
     pthread_t t;
-    aiometer_limiter_backend be = { sizeof(be), 1, rec_book, NULL, NULL, rec_close };
+    aiometer_limiter_backend be = { sizeof(be), 1, key_book, NULL, NULL, rec_close };
     aiometer_options o = { 0 };
     void *args[1] = { NULL };
 
@@ -542,13 +563,16 @@ START_TEST(test_backend_destroy_busy_and_per_key)
     ck_assert_int_eq(aiometer_limiter_destroy(lim), 0);
     ck_assert_int_eq(r.closed, 1);
 
-    /* A per-key backend: calls cannot give keys yet, so EINVAL, and no
-     * operation of the backend runs. */
+    /* A per-key backend: a call without opts.key gets EINVAL, and no
+     * operation of the backend runs; with a key, the backend books. */
     r.books = 0;
     ck_assert_int_eq(aiometer_limiter_create_backend(&lim, &be, &r), 0);
     o.limiter = lim;
     ck_assert_int_eq(aiometer_run_on_each(busy_job, args, 1, &o), EINVAL);
     ck_assert_int_eq(r.books, 0);
+    o.key = one_key;
+    ck_assert_int_eq(aiometer_run_on_each(busy_job, args, 1, &o), 0);
+    ck_assert_int_eq(r.books, 1);
     ck_assert_int_eq(aiometer_limiter_destroy(lim), 0);
     rec_free(&r);
 }

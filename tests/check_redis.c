@@ -895,6 +895,463 @@ START_TEST(test_tiny_rates_local)
 }
 END_TEST
 
+/* ---- per-key limits (issue 14 through Redis) ----------------------------------------------- */
+
+/* Jobs of a per-key Redis limiter record their start and end times and how
+ * many of their key run at once; keys are in each job's own buffer, so
+ * that equal keys are equal strings at different addresses. */
+#define KMAXJ 256
+#define KMAXK 16
+/* How late a job may record its start after its booked time. */
+#define KSLACK 0.04
+
+static struct {
+    uint64_t t0;
+    _Atomic uint64_t start[KMAXJ], end[KMAXJ];
+    atomic_int running[KMAXK], peak[KMAXK], all_running, all_peak;
+    atomic_long redis_peak; /* the most members of a key's slot set a job saw */
+    atomic_int fast_done;
+} kr;
+
+struct kjob {
+    size_t idx;
+    int key;
+    char name[400];
+    double hold;
+    int count_in_redis; /* nonzero: ZCARD the key's slot set while running */
+    char run_key[512];
+    size_t run_key_len;
+};
+
+static void kr_reset(void)
+{
+    memset(&kr, 0, sizeof(kr));
+    kr.t0 = tu_now_ns();
+}
+
+static void kjob_init(struct kjob *j, size_t idx, int key, double hold)
+{
+    memset(j, 0, sizeof(*j));
+    j->idx = idx;
+    j->key = key;
+    snprintf(j->name, sizeof(j->name), "host-%d.example:443", key);
+    j->hold = hold;
+}
+
+static void bump(atomic_int *run, atomic_int *peak)
+{
+    int now = atomic_fetch_add(run, 1) + 1, p = atomic_load(peak);
+
+    while (now > p && !atomic_compare_exchange_weak(peak, &p, now))
+        ;
+}
+
+static void *kjob_fn(void *arg)
+{
+    struct kjob *j = arg;
+
+    atomic_store(&kr.start[j->idx], tu_now_ns());
+    bump(&kr.running[j->key], &kr.peak[j->key]);
+    bump(&kr.all_running, &kr.all_peak);
+    if (j->count_in_redis) {
+        /* A connection of the job's own: the test's pool threads outlive
+         * the test, and a thread-local one would be left open. */
+        redisContext *c = ru_connect(&srv);
+        redisReply *r = c ? redisCommand(c, "ZCARD %b", j->run_key, j->run_key_len) : NULL;
+        long n = r && r->type == REDIS_REPLY_INTEGER ? (long)r->integer : 1000;
+        long p = atomic_load(&kr.redis_peak);
+
+        while (n > p && !atomic_compare_exchange_weak(&kr.redis_peak, &p, n))
+            ;
+        if (r)
+            freeReplyObject(r);
+        if (c)
+            redisFree(c);
+    }
+    if (j->hold > 0)
+        aiometer_sleep(j->hold);
+    atomic_fetch_sub(&kr.all_running, 1);
+    atomic_fetch_sub(&kr.running[j->key], 1);
+    atomic_store(&kr.end[j->idx], tu_now_ns());
+    return j;
+}
+
+static const char *kjob_key(void *arg, void *key_arg)
+{
+    (void)key_arg;
+    return ((struct kjob *)arg)->name;
+}
+
+static int keyed_open(aiometer_limiter **l, const char *key, double rate, size_t burst,
+                      size_t cap, size_t max_keys, const aiometer_redis_options *ro)
+{
+    aiometer_limiter_options lo = { .max_per_second = rate, .max_burst = burst,
+                                    .max_at_once = cap, .per_key = 1, .max_keys = max_keys };
+
+    return aiometer_redis_limiter_open(l, srv.url, key, &lo, ro);
+}
+
+/* The Redis key of job key `name` (at most 128 bytes) under limiter key
+ * `lim`, as the man page documents it. */
+static size_t job_key_name(char *buf, size_t size, const char *lim, const char *name,
+                           const char *suffix)
+{
+    int n = snprintf(buf, size, "aiometer:{%s}:k:%zu:%s:%s", lim, strlen(name), name, suffix);
+
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* Starts i < m of key `key` lie at least (m - i) intervals apart, less
+ * KSLACK for a late record. */
+static void check_key_gcra(const struct kjob *jobs, size_t n, int key, double rate)
+{
+    uint64_t t[KMAXJ];
+    size_t m = 0, a, b;
+
+    for (a = 0; a < n; a++)
+        if (jobs[a].key == key && atomic_load(&kr.start[jobs[a].idx]))
+            t[m++] = atomic_load(&kr.start[jobs[a].idx]);
+    qsort(t, m, sizeof(t[0]), cmp_ull);
+    for (a = 0; a < m; a++)
+        for (b = a + 1; b < m; b++)
+            ck_assert_msg((double)(t[b] - t[a]) / 1e9 >= (double)(b - a) / rate - KSLACK,
+                          "key %d: starts %zu and %zu only %.3f s apart", key, a, b,
+                          (double)(t[b] - t[a]) / 1e9);
+}
+
+/* Per-key running cap 2, 100 ms jobs of 4 keys: never 3 of one key at
+ * once, counted in the jobs and in the key's slot set in Redis, while the
+ * keys run side by side. */
+START_TEST(test_keyed_cap)
+{
+    enum { K = 4, PER = 6, N = K * PER };
+    static struct kjob jobs[N];
+    void *args[N];
+    aiometer_options o = { 0 };
+    aiometer_limiter *l;
+    size_t i;
+
+    kr_reset();
+    ck_assert_int_eq(keyed_open(&l, "kcap", 0, 0, 2, 0, NULL), 0);
+    for (i = 0; i < N; i++) {
+        kjob_init(&jobs[i], i, (int)(i % K), 0.1);
+        jobs[i].count_in_redis = 1;
+        jobs[i].run_key_len = job_key_name(jobs[i].run_key, sizeof(jobs[i].run_key), "kcap",
+                                           jobs[i].name, "run");
+        args[i] = &jobs[i];
+    }
+    o.pool = tu_pool(16);
+    o.limiter = l;
+    o.key = kjob_key;
+    ck_assert_int_eq(aiometer_run_on_each(kjob_fn, args, N, &o), 0);
+    for (i = 0; i < K; i++)
+        ck_assert_int_eq(atomic_load(&kr.peak[i]), 2);
+    ck_assert_int_gt(atomic_load(&kr.all_peak), 2);
+    /* The slot sets are where the man page says, and hold at most 2. */
+    ck_assert_int_eq(atomic_load(&kr.redis_peak), 2);
+    /* Emptied as the last job of each key gave its slot back. */
+    for (i = 0; i < K; i++)
+        ck_assert_int_eq(ru_int(&srv, "EXISTS %s", jobs[i].run_key), 0);
+    /* Without opts.key: EINVAL. */
+    o.key = NULL;
+    ck_assert_int_eq(aiometer_run_on_each(kjob_fn, args, N, &o), EINVAL);
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+}
+END_TEST
+
+/* Job keys that a naive "aiometer:{k}:<job key>:run" would confuse (colons,
+ * a suffix of another, bytes above 127, control bytes, long keys that
+ * differ in their last byte) each get their own slot: with a cap of 1 per
+ * key, all of them hold a slot at once.  A job waits at a barrier until
+ * every key runs, which it never reaches if two keys shared a slot set. */
+static const char *const odd_keys[] = {
+    "a:1:b", "a", "1:b", "a:1", "b", "1:b:run", "k:1:a", "\x01\xff:", "\xff", "\xff:\x01",
+    "rate", "run", "free", NULL, NULL, /* two long keys, made in the test */
+};
+enum { ODD = sizeof(odd_keys) / sizeof(odd_keys[0]) };
+static char long_keys[2][300];
+static atomic_int odd_arrived;
+
+static const char *odd_key(void *arg, void *key_arg)
+{
+    size_t i = (size_t)((const struct kjob *)arg)->key;
+
+    (void)key_arg;
+    return odd_keys[i] ? odd_keys[i] : long_keys[i - (ODD - 2)];
+}
+
+static void *odd_job(void *arg)
+{
+    struct kjob *j = arg;
+    uint64_t until = tu_now_ns() + 5000000000u;
+
+    bump(&kr.running[j->key], &kr.peak[j->key]);
+    bump(&kr.all_running, &kr.all_peak);
+    atomic_fetch_add(&odd_arrived, 1);
+    while (atomic_load(&odd_arrived) < (int)ODD && tu_now_ns() < until && !aiometer_cancelled())
+        tu_sleep(0.002);
+    atomic_fetch_sub(&kr.all_running, 1);
+    atomic_fetch_sub(&kr.running[j->key], 1);
+    return j;
+}
+
+START_TEST(test_keyed_no_collisions)
+{
+    static struct kjob jobs[2 * ODD];
+    void *args[2 * ODD];
+    aiometer_options o = { 0 };
+    aiometer_limiter *l;
+    size_t i;
+
+    kr_reset();
+    atomic_store(&odd_arrived, 0);
+    memset(long_keys, 'x', sizeof(long_keys));
+    long_keys[0][299] = long_keys[1][299] = 0;
+    long_keys[1][298] = 'y';
+    ck_assert_int_eq(keyed_open(&l, "kodd", 1000, 1, 1, 0, NULL), 0);
+    /* Each key twice: the second job of a key waits for the first. */
+    for (i = 0; i < 2 * ODD; i++) {
+        kjob_init(&jobs[i], i, (int)(i % ODD), 0);
+        args[i] = &jobs[i];
+    }
+    o.pool = tu_pool(2 * ODD + 2);
+    o.limiter = l;
+    o.key = odd_key;
+    o.timeout = 20;
+    ck_assert_int_eq(aiometer_run_on_each(odd_job, args, 2 * ODD, &o), 0);
+    ck_assert_int_eq(atomic_load(&kr.all_peak), (int)ODD);
+    for (i = 0; i < ODD; i++)
+        ck_assert_int_eq(atomic_load(&kr.peak[i]), 1);
+    ck_assert_int_ge(atomic_load(&odd_arrived), 2 * (int)ODD);
+    /* The limiter's own keys are untouched by job keys named like them. */
+    ck_assert_int_eq(ru_int(&srv, "EXISTS aiometer:{kodd}:run"), 0);
+    ck_assert_int_eq(ru_int(&srv, "EXISTS aiometer:{kodd}:rate"), 0);
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+}
+END_TEST
+
+/* A key's Redis keys expire when it is idle: its rate key once its
+ * schedule has passed, its slot set as its last slot is given back. */
+START_TEST(test_keyed_expiry)
+{
+    enum { K = 5, PER = 3, N = K * PER };
+    static struct kjob jobs[N];
+    void *args[N];
+    aiometer_options o = { 0 };
+    aiometer_limiter *l;
+    char name[512];
+    long long pttl;
+    size_t i;
+
+    kr_reset();
+    ck_assert_int_eq(keyed_open(&l, "kexp", 20, 1, 2, 0, NULL), 0);
+    for (i = 0; i < N; i++) {
+        kjob_init(&jobs[i], i, (int)(i % K), 0);
+        args[i] = &jobs[i];
+    }
+    o.pool = tu_pool(8);
+    o.limiter = l;
+    o.key = kjob_key;
+    ck_assert_int_eq(aiometer_run_on_each(kjob_fn, args, N, &o), 0);
+    for (i = 0; i < K; i++) {
+        job_key_name(name, sizeof(name), "kexp", jobs[i].name, "rate");
+        pttl = ru_int(&srv, "PTTL %s", name);
+        /* PER bookings of 50 ms: the schedule ends at most 150 ms on. */
+        ck_assert_msg(pttl == -2 || (pttl > 0 && pttl <= 160), "%s: pttl %lld", name, pttl);
+        job_key_name(name, sizeof(name), "kexp", jobs[i].name, "run");
+        ck_assert_int_eq(ru_int(&srv, "EXISTS %s", name), 0);
+    }
+    tu_sleep(0.4);
+    /* Nothing of the keys is left in the server. */
+    for (i = 0; i < K; i++) {
+        job_key_name(name, sizeof(name), "kexp", jobs[i].name, "rate");
+        ck_assert_int_eq(ru_int(&srv, "EXISTS %s", name), 0);
+    }
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+}
+END_TEST
+
+/* Tiny rates saturate per key: each key gets at most its burst, every
+ * later booking is for ever, and the key's schedule sits far away. */
+START_TEST(test_keyed_tiny_rates)
+{
+    enum { K = 3, PER = 4, N = K * PER };
+    static struct kjob jobs[N];
+    void *args[N];
+    aiometer_options o = { 0 };
+    aiometer_stats st;
+    aiometer_limiter *l;
+    char name[512];
+    size_t i;
+
+    kr_reset();
+    ck_assert_int_eq(keyed_open(&l, "ktiny", 1e-300, 2, 0, 0, NULL), 0);
+    for (i = 0; i < N; i++) {
+        kjob_init(&jobs[i], i, (int)(i % K), 0);
+        args[i] = &jobs[i];
+    }
+    o.pool = tu_pool(4);
+    o.limiter = l;
+    o.key = kjob_key;
+    o.timeout = 0.2;
+    o.stats = &st;
+    ck_assert_int_eq(aiometer_run_on_each(kjob_fn, args, N, &o), ETIMEDOUT);
+    ck_assert_uint_eq(st.started, 2 * K);
+    for (i = 0; i < K; i++) {
+        ck_assert_int_eq(atomic_load(&kr.peak[i]) <= 2, 1);
+        job_key_name(name, sizeof(name), "ktiny", jobs[i].name, "rate");
+        ck_assert_msg(ru_int(&srv, "PTTL %s", name) > 1000LL * 86400 * 365, "%s", name);
+    }
+    ck_assert_int_eq(aiometer_run_on_each(kjob_fn, args, N, &o), ETIMEDOUT);
+    ck_assert_uint_eq(st.started, 0);
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+}
+END_TEST
+
+/* With AIOMETER_REDIS_LOCAL the in-process budget is per key too, with a
+ * table of max_keys keys: with Redis gone, cap 1 per key still holds, keys
+ * still run side by side, and more keys than the table holds still all
+ * run (a new key waits until an idle one can be forgotten). */
+START_TEST(test_keyed_local)
+{
+    enum { K = 5, PER = 4, N = K * PER };
+    aiometer_redis_options ro = { 1.0, 0.05, AIOMETER_REDIS_LOCAL, 1.0 };
+    static struct kjob jobs[N];
+    void *args[N];
+    aiometer_options o = { 0 };
+    aiometer_limiter *l;
+    size_t i;
+
+    kr_reset();
+    ck_assert_int_eq(keyed_open(&l, "klocal", 1000, 1, 1, 3, &ro), 0);
+    ru_kill(&srv);
+    for (i = 0; i < N; i++) {
+        kjob_init(&jobs[i], i, (int)(i % K), 0.03);
+        args[i] = &jobs[i];
+    }
+    o.pool = tu_pool(8);
+    o.limiter = l;
+    o.key = kjob_key;
+    o.timeout = 20;
+    ck_assert_int_eq(aiometer_run_on_each(kjob_fn, args, N, &o), 0);
+    for (i = 0; i < K; i++)
+        ck_assert_int_eq(atomic_load(&kr.peak[i]), 1);
+    ck_assert_int_gt(atomic_load(&kr.all_peak), 1);
+    /* The table never holds more than 3 keys, each holding a slot. */
+    ck_assert_int_le(atomic_load(&kr.all_peak), 3);
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+}
+END_TEST
+
+START_TEST(test_keyed_errors)
+{
+    aiometer_limiter_options lo = { .max_per_second = 10, .max_keys = 10 };
+    aiometer_limiter *l;
+
+    /* max_keys without per_key, or past the largest table. */
+    ck_assert_int_eq(aiometer_redis_limiter_open(&l, srv.url, "kerr", &lo, NULL), EINVAL);
+    lo.per_key = 1;
+    lo.max_keys = (size_t)1 << 21;
+    ck_assert_int_eq(aiometer_redis_limiter_open(&l, srv.url, "kerr", &lo, NULL), EINVAL);
+    lo.max_keys = (size_t)1 << 20;
+    ck_assert_int_eq(aiometer_redis_limiter_open(&l, srv.url, "kerr", &lo, NULL), 0);
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+}
+END_TEST
+
+/* 10 keys x 20 jobs interleaved, per key 10/s burst 1, 8 at once overall:
+ * each key keeps its GCRA bound, and the keys run side by side, so the
+ * call takes about 19 intervals (1.9 s), not ten times that. */
+START_TEST(test_keyed_parallel)
+{
+    enum { K = 10, PER = 20, N = K * PER };
+    const double rate = 10, ideal = (PER - 1) / rate;
+    static struct kjob jobs[N];
+    void *args[N];
+    aiometer_options o = { 0 };
+    aiometer_limiter *l;
+    double took;
+    size_t i;
+
+    kr_reset();
+    ck_assert_int_eq(keyed_open(&l, "kpar", rate, 1, 0, 0, NULL), 0);
+    for (i = 0; i < N; i++) {
+        kjob_init(&jobs[i], i, (int)(i % K), 0);
+        args[i] = &jobs[i];
+    }
+    o.pool = tu_pool(16);
+    o.max_at_once = 8;
+    o.limiter = l;
+    o.key = kjob_key;
+    kr.t0 = tu_now_ns();
+    ck_assert_int_eq(aiometer_run_on_each(kjob_fn, args, N, &o), 0);
+    took = tu_since(kr.t0);
+    for (i = 0; i < K; i++)
+        check_key_gcra(jobs, N, (int)i, rate);
+    printf("keyed, 10 keys x 20 jobs at 10/s each: %.3f s (ideal %.2f s)\n", took, ideal);
+    ck_assert_msg(took >= ideal - KSLACK, "took %.3f s", took);
+    ck_assert_msg(took <= 1.5 * ideal, "took %.3f s, keys not in parallel", took);
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+}
+END_TEST
+
+/* Head-of-line: per key 20/s and 1 at once.  Key S's 20 jobs come first and
+ * take 0.5 s each; 9 other keys have 20 jobs of 1 ms.  The fast keys' jobs
+ * all finish within 1.25 times their own 0.95 s, not behind S's 10 s.  The
+ * call is cancelled once the fast jobs are done (S's sleeping jobs end at
+ * once). */
+START_TEST(test_keyed_head_of_line)
+{
+    enum { KEYS = 10, PER = 20, FAST = (KEYS - 1) * PER, N = KEYS * PER };
+    const double ideal = (PER - 1) / 20.0;
+    static struct kjob jobs[N];
+    void *args[N], *out;
+    aiometer_options o = { 0 };
+    aiometer_limiter *l;
+    aiometer_amap *it;
+    size_t i, idx, fast = 0;
+    double last = 0;
+    int rc;
+
+    kr_reset();
+    ck_assert_int_eq(keyed_open(&l, "khol", 20, 1, 1, 0, NULL), 0);
+    for (i = 0; i < PER; i++)
+        kjob_init(&jobs[i], i, 0, 0.5);
+    for (i = PER; i < N; i++)
+        kjob_init(&jobs[i], i, (int)(1 + (i - PER) % (KEYS - 1)), 0.001);
+    for (i = 0; i < N; i++)
+        args[i] = &jobs[i];
+    o.pool = tu_pool(16);
+    o.limiter = l;
+    o.key = kjob_key;
+    kr.t0 = tu_now_ns();
+    ck_assert_int_eq(aiometer_amap_open(&it, kjob_fn, args, N, &o), 0);
+    while (fast < FAST && (rc = aiometer_amap_next(it, &out, &idx)) == 0) {
+        struct kjob *j = out;
+
+        if (j->key != 0) {
+            double at = (double)(atomic_load(&kr.end[j->idx]) - kr.t0) / 1e9;
+
+            fast++;
+            if (at > last)
+                last = at;
+        }
+    }
+    aiometer_amap_cancel(it);
+    while (aiometer_amap_next(it, &out, &idx) == 0)
+        ;
+    ck_assert_int_eq(aiometer_amap_close(it), 0);
+    ck_assert_uint_eq(fast, FAST);
+    for (i = 1; i < KEYS; i++)
+        check_key_gcra(jobs, N, (int)i, 20);
+    ck_assert_int_eq(atomic_load(&kr.peak[0]), 1);
+    printf("keyed head-of-line: 180 fast jobs done at %.3f s (ideal %.2f s)\n", last, ideal);
+    ck_assert_msg(last <= 1.25 * ideal, "fast keys done at %.3f s (ideal %.2f s)", last, ideal);
+    ck_assert_int_eq(aiometer_limiter_destroy(l), 0);
+}
+END_TEST
+
+
 Suite *redis_suite(void);
 
 Suite *redis_suite(void)
@@ -939,6 +1396,28 @@ Suite *redis_suite(void)
     tcase_add_test(t, test_server_restart);
     tcase_add_test(t, test_tiny_rates);
     tcase_add_test(t, test_tiny_rates_local);
+    suite_add_tcase(s, t);
+
+    /* Per-key limits: bounds that hold however slow the machine. */
+    t = tcase_create("keyed");
+    tcase_add_checked_fixture(t, server_up, server_down);
+    tu_pool_fixture(t);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, test_keyed_cap);
+    tcase_add_test(t, test_keyed_no_collisions);
+    tcase_add_test(t, test_keyed_expiry);
+    tcase_add_test(t, test_keyed_tiny_rates);
+    tcase_add_test(t, test_keyed_local);
+    tcase_add_test(t, test_keyed_errors);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("keyed_timing");
+    tcase_set_tags(t, "timing");
+    tcase_add_checked_fixture(t, server_up, server_down);
+    tu_pool_fixture(t);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, test_keyed_parallel);
+    tcase_add_test(t, test_keyed_head_of_line);
     suite_add_tcase(s, t);
     return s;
 }

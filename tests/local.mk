@@ -17,11 +17,16 @@ tests_check_aiometer_SOURCES = \
 	tests/check_backend.c \
 	tests/check_host.c \
 	tests/check_retry.c \
+	tests/check_keyed.c \
 	tests/check_defects.c
 tests_check_aiometer_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 tests_check_aiometer_CPPFLAGS = $(AM_CPPFLAGS) \
 	-DHOST_HELPER='"$(abs_top_builddir)/tests/host_helper$(EXEEXT)"'
 tests_check_aiometer_LDADD = src/libaiometer.la $(CHECK_LIBS)
+# check_host.c execs tests/host_helper: building the Check program builds
+# it too, so that `make tests/check_aiometer` (the reliability runs build
+# only the programs they run) never leaves the test without its helper.
+EXTRA_tests_check_aiometer_DEPENDENCIES = tests/host_helper$(EXEEXT)
 EXTRA_DIST += tests/README
 
 # A separate program that check_host.c execs, to show that unrelated

@@ -17,6 +17,7 @@ Suite *args_suite(void);
 Suite *backend_suite(void);
 Suite *host_suite(void);
 Suite *retry_suite(void);
+Suite *keyed_suite(void);
 
 int main(void)
 {
@@ -32,6 +33,7 @@ int main(void)
     srunner_add_suite(sr, backend_suite());
     srunner_add_suite(sr, host_suite());
     srunner_add_suite(sr, retry_suite());
+    srunner_add_suite(sr, keyed_suite());
     srunner_add_suite(sr, defects_suite());
 
     srunner_run_all(sr, CK_NORMAL);
