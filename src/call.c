@@ -136,6 +136,7 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
         c->errors = opts->errors;
     atomic_init(&c->recruit, 0);
     atomic_init(&c->learn, 0);
+    atomic_init(&c->recruit_doubt, 0);
     atomic_init(&c->parked, 0);
     atomic_init(&c->retry_waiters, 0);
     atomic_init(&c->slot_waits, 0);

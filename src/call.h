@@ -138,6 +138,7 @@ struct aiometer__call {
      * nonzero the caller is the only participant (handoff.c). */
     atomic_size_t recruit;
     atomic_int learn;
+    atomic_int recruit_doubt; /* the last batch alone looked slow */
 
     /* Read and written lock-free. */
     atomic_size_t next;          /* array input: next index to claim */

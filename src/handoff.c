@@ -108,7 +108,7 @@ int aiometer__handoff_alone(struct aiometer__call *c, size_t helpers)
 
 void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uint64_t min_job_ns)
 {
-    uint64_t per_job = k ? d / k : d, left, h;
+    uint64_t per_job = k ? d / k : d, left;
     size_t helpers, next;
 
     /* The first batch a participant ends tells the table how long this
@@ -119,12 +119,7 @@ void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uin
         hint_put(job_fn(c), per_job);
     if (!atomic_load_explicit(&c->recruit, memory_order_relaxed))
         return;
-    /* Only the caller or a consumer gets here (see the invariant above).  A
-     * batch that was preempted looks slow: no slower than the table says,
-     * then, or 16 callers on 2 cores would post for nothing. */
-    h = hint_get(job_fn(c));
-    if (h < per_job)
-        per_job = h;
+    /* Only the caller or a consumer gets here (see the invariant above). */
     if (per_job < min_job_ns)
         return;
     if (c->source) {
@@ -136,9 +131,19 @@ void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uin
         next = atomic_load_explicit(&c->next, memory_order_relaxed);
         left = next < c->n ? (uint64_t)(c->n - next) : 0;
         /* (The first test keeps the product from overflowing.) */
-        if (left == 0 || (left < AIOMETER__RECRUIT_NS && left * per_job < AIOMETER__RECRUIT_NS))
+        if (left == 0 || (left < AIOMETER__RECRUIT_NS && left * per_job < AIOMETER__RECRUIT_NS)) {
+            atomic_store_explicit(&c->recruit_doubt, 0, memory_order_relaxed);
             return;
+        }
     }
+    /* A batch that was preempted looks slow: 16 callers on 2 cores (W6)
+     * posted for nothing that way.  So a batch more than twice as slow per
+     * job as the table says must be confirmed by the next one before the
+     * call is posted; jobs that really became slower wait one batch for
+     * their helpers, never more. */
+    if (per_job > 2 * hint_get(job_fn(c)) &&
+        !atomic_exchange_explicit(&c->recruit_doubt, 1, memory_order_relaxed))
+        return;
     helpers = atomic_exchange_explicit(&c->recruit, 0, memory_order_relaxed);
     aiometer__call_post(c, helpers);
 }

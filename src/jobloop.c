@@ -190,13 +190,13 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
 }
 
 /* A batch of a call with nothing to do around its jobs but run them (no
- * limiter, no keys, no rate, no progress reports, no errors array): W1's tiny jobs
- * spend most of their time here, so this loop does per job only what
- * run_job does in that case, with the same effect (86 instructions of
- * run_job per job down to about 25, bench/README).  A job that fails, asks
- * for a retry or drops its result goes through job_outcome as in run_job;
- * once the call stops, the rest of the batch goes through run_job, which
- * skips them. */
+ * limiter, no keys, no rate, no progress reports, no errors array).  W1's
+ * tiny jobs spend most of their time here, so this loop does per job only
+ * what run_job does in that case, with the same effect (callgrind: 126
+ * instructions per tiny job in all before, 55 with this loop; bench/README).
+ * A job that fails, asks for a retry or drops its result goes through
+ * job_outcome as in run_job; once the call stops, the rest of the batch goes
+ * through run_job, which skips them. */
 static void run_plain_batch(struct aiometer__call *c, struct aiometer__ctx *ctx,
                             struct aiometer__local *L, size_t first, size_t k, void **sargs,
                             struct aiometer__sink *sink)
