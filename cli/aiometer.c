@@ -114,6 +114,22 @@ static void *signal_thread(void *arg)
     return NULL;
 }
 
+/* A job that was waiting to be tried again when the call ended: its last
+ * attempt failed, and is written like any finished job's. */
+struct leftovers {
+    const struct cli_config *cfg;
+    int output_gone; /* writing failed: write nothing more */
+};
+
+static void report_leftover(struct cli_job *job, void *arg)
+{
+    struct leftovers *left = arg;
+
+    atomic_fetch_add(&cli_the_run->failed, 1);
+    if (!left->output_gone && cli_output_job(left->cfg, job) != 0)
+        left->output_gone = 1;
+}
+
 static int fail(const char *what, int err)
 {
     fprintf(stderr, "aiometer: %s: %s\n", what, strerror(err));
@@ -125,6 +141,7 @@ int main(int argc, char **argv)
     static struct cli_config cfg;
     static struct cli_run run;
     struct source src = {0};
+    struct leftovers left = {&cfg, 0};
     aiometer_options opts = {0};
     aiometer_limiter *lim = NULL;
     aiometer_pool *pool = NULL;
@@ -132,6 +149,7 @@ int main(int argc, char **argv)
     pthread_t sig_tid;
     sigset_t set;
     int ret, err, pipefd[2], error_seen = 0, deadline_hit = 0;
+    int output_gone = 0;
     size_t failed;
     void *result;
 
@@ -155,6 +173,7 @@ int main(int argc, char **argv)
 
     run.cfg = &cfg;
     pthread_mutex_init(&run.lock, NULL);
+    pthread_mutex_init(&run.parked_lock, NULL);
     cli_the_run = &run;
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         return fail("pipe", errno);
@@ -172,23 +191,10 @@ int main(int argc, char **argv)
         src.in = stdin;
     }
 
-    if (cfg.limiter) {
-        aiometer_limiter_options lo = {0};
-
-        lo.max_per_second = cfg.rate;
-        lo.max_burst = cfg.burst;
-        lo.max_at_once = cfg.limiter_max;
-        err = aiometer_limiter_open(&lim, cfg.limiter, &lo);
-        if (err == ENOSYS) {
-            fprintf(stderr, "aiometer: --limiter %s: this libaiometer (%s) has no host-wide "
-                            "named limiters: %s\n",
-                    cfg.limiter, aiometer_version_string(), aiometer_strerror(err));
-            return CLI_EXIT_ERROR;
-        }
-        if (err) {
-            fprintf(stderr, "aiometer: --limiter %s: %s\n", cfg.limiter, aiometer_strerror(err));
-            return CLI_EXIT_ERROR;
-        }
+    ret = cli_open_shared_limiter(&cfg, &lim);
+    if (ret)
+        return ret;
+    if (lim) {
         opts.limiter = lim;
     } else {
         opts.max_per_second = cfg.rate;
@@ -209,6 +215,9 @@ int main(int argc, char **argv)
     opts.pool = pool;
     opts.timeout = cfg.deadline;
     opts.ordered = cfg.keep_order;
+    opts.retries = cfg.retries;
+    opts.retry_delay = cfg.retry_delay;
+    opts.retry_max_delay = cfg.retry_max_delay;
     if (cfg.progress != CLI_PROGRESS_OFF) {
         opts.progress = cli_progress;
         opts.progress_arg = &run;
@@ -228,9 +237,9 @@ int main(int argc, char **argv)
         if (err == 0) {
             struct cli_job *job = result;
 
-            if (!error_seen && cli_output_job(&cfg, job) != 0) {
+            if (!output_gone && cli_output_job(&cfg, job) != 0) {
                 /* The output is gone: stop everything, keep the rest quiet. */
-                error_seen = 1;
+                output_gone = error_seen = 1;
                 cli_cancel_run(&run);
             }
             cli_job_free(job);
@@ -240,12 +249,22 @@ int main(int argc, char **argv)
             deadline_hit = err == ETIMEDOUT;
             break;
         }
-        /* A failing source (a read error): no further job starts, and the
+        /* A job whose backoff the end of the call cut short: it is
+         * reported from the parked list after the close. */
+        if (err == CLI_ATTEMPT_FAILED && !src.read_err)
+            continue;
+        /* A failing source (a read error) or shared limiter (Redis gone):
+         * no further job starts, the running ones are cancelled, and the
          * jobs that did finish are still handed back. */
-        if (!error_seen)
-            fprintf(stderr, "aiometer: %s: %s\n",
-                    src.read_err ? "cannot read the input" : "the run failed",
+        if (error_seen)
+            ;
+        else if (src.read_err)
+            fprintf(stderr, "aiometer: cannot read the input: %s\n", aiometer_strerror(err));
+        else if (cfg.redis_url)
+            fprintf(stderr, "aiometer: --redis %s: %s: no further job starts\n", cfg.redis_url,
                     aiometer_strerror(err));
+        else
+            fprintf(stderr, "aiometer: the run failed: %s\n", aiometer_strerror(err));
         error_seen = 1;
     }
     pthread_mutex_lock(&run.lock);
@@ -255,6 +274,10 @@ int main(int argc, char **argv)
     if (err == ETIMEDOUT)
         deadline_hit = 1;
     cli_progress_end();
+    left.output_gone = output_gone;
+    cli_retry_leftovers(&run, report_leftover, &left);
+    if (left.output_gone)
+        error_seen = 1;
     cli_output_close();
     if (deadline_hit && !atomic_load(&got_signal))
         fprintf(stderr, "aiometer: --deadline of %gs reached: no further job started\n",

@@ -6,6 +6,8 @@
  *   cmdline.c   a job's command line: {} and {#}, --shell quoting
  *   spawn.c     one job: the child process, its output
  *   output.c    grouped output, --tag, --joblog and --progress
+ *   retry.c     --retries: a failed attempt's record, jobs in backoff
+ *   shared.c    the shared limiter: --limiter NAME or --redis URL --key K
  *   aiometer.c  main: input, signals, the amap loop, the exit status
  */
 #ifndef AIOMETER_CLI_H
@@ -13,6 +15,7 @@
 
 #include <aiometer.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -22,6 +25,9 @@
 #define CLI_EXIT_ERROR 255
 /* Jobs may run at once at most this many: the pool is made this size. */
 #define CLI_MAX_JOBS AIOMETER_MAX_THREADS
+/* --retries at most: enough for any backoff schedule a person would want,
+ * and a bound on the joblog lines a job keeps. */
+#define CLI_MAX_RETRIES 1000
 
 enum cli_halt { CLI_HALT_NEVER, CLI_HALT_SOON, CLI_HALT_NOW };
 enum cli_progress { CLI_PROGRESS_OFF, CLI_PROGRESS_TTY, CLI_PROGRESS_ALWAYS };
@@ -40,6 +46,11 @@ struct cli_config {
     size_t burst;       /* --burst; 0: 1 */
     const char *limiter; /* --limiter NAME, or NULL */
     size_t limiter_max; /* --limiter-max-at-once; 0: none */
+    const char *redis_url; /* --redis URL, or NULL */
+    const char *redis_key; /* --key K, with --redis */
+    size_t retries;     /* --retries: extra attempts of a failed job */
+    double retry_delay; /* --retry-delay; 0: the library's (0.1 s) */
+    double retry_max_delay; /* --retry-max-delay; 0: the library's (30 s) */
     int keep_order;     /* -k */
     int ungroup;        /* -u */
     int tag;            /* --tag */
@@ -67,14 +78,27 @@ struct cli_sink {
     int fd; /* -1 until the output outgrew memory */
 };
 
+/* A failed attempt of a job that was tried again, for --joblog. */
+struct cli_attempt {
+    double start_real, runtime;
+    int exitval, sig;
+};
+
 /* One job, from the input to its last line of output.  A pool thread fills
- * in everything below `seq` and `arg` while it runs the job; the main thread
- * reads it only after the job was handed back by aiometer_amap_next, which
- * orders the two. */
+ * in everything below `seq` and `arg` while it runs an attempt of the job;
+ * the main thread reads it only after the job was handed back by
+ * aiometer_amap_next, which orders the two, or after the call was closed
+ * (a job whose backoff the end of the call cut short: see retry.c).  Two
+ * attempts of a job never run at once, and the library orders one after
+ * the other. */
 struct cli_job {
     size_t seq;        /* {#}: the position in the input, from 1 */
     char *arg;         /* {}: the argument */
     int started;       /* 0: the job never started (halt, signal) */
+    size_t attempts;   /* attempts started so far (--retries) */
+    struct cli_attempt *tries; /* the failed attempts before the last, for --joblog */
+    size_t ntries;
+    struct cli_job *prev, *next; /* in cli_run.parked while it waits to retry */
     int spawn_err;     /* errno of posix_spawn, or 0 */
     int exitval;       /* exit status, or 0 if a signal ended it */
     int sig;           /* the signal that ended it, or 0 */
@@ -96,7 +120,35 @@ struct cli_run {
      * and cleared before it is closed. */
     pthread_mutex_t lock;
     aiometer_amap *it;
+    /* Jobs waiting out a backoff, so that the ones the end of the call
+     * leaves there are still reported (retry.c).  parked_lock guards the
+     * list; nothing else is done while it is held. */
+    pthread_mutex_t parked_lock;
+    struct cli_job *parked;
 };
+
+/* The error a failed attempt passes to aiometer_retry.  The library hands
+ * it back only for a job whose backoff the end of the call cut short, and
+ * such jobs are reported from cli_run.parked instead. */
+#define CLI_ATTEMPT_FAILED ECHILD
+
+/* retry.c.  Called by the job thread at the end of a failed attempt: 1 if
+ * the job was parked for another attempt (it called aiometer_retry), 0 if
+ * this attempt is its last. */
+int cli_retry_attempt(struct cli_run *run, struct cli_job *job);
+/* At the start of a job's next attempt: take it off the parked list. */
+void cli_retry_unpark(struct cli_run *run, struct cli_job *job);
+/* As the next attempt begins, keep the last one's figures for --joblog,
+ * which writes one line per attempt. */
+void cli_retry_record(const struct cli_config *cfg, struct cli_job *job);
+/* After the call was closed: jobs still parked, their last attempt failed;
+ * each is passed to report (it counts and writes them) and freed. */
+void cli_retry_leftovers(struct cli_run *run, void (*report)(struct cli_job *job, void *arg),
+                         void *arg);
+
+/* shared.c: open the limiter of --limiter or --redis, if either was given
+ * (*lim stays NULL otherwise).  0, or CLI_EXIT_ERROR after a message. */
+int cli_open_shared_limiter(const struct cli_config *cfg, aiometer_limiter **lim);
 
 /* Cancel the running call, if there is one (any thread). */
 void cli_cancel_run(struct cli_run *run);

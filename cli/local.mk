@@ -8,5 +8,15 @@ cli_aiometer_SOURCES = \
 	cli/options.c \
 	cli/cmdline.c \
 	cli/spawn.c \
-	cli/output.c
+	cli/output.c \
+	cli/retry.c \
+	cli/shared.c
+# With libaiometer-redis (configure found hiredis: redis/local.mk), --redis
+# opens a fleet-wide limiter through it; without, --redis is an error.
+cli_aiometer_CPPFLAGS = $(AM_CPPFLAGS)
+if HAVE_REDIS
+cli_aiometer_CPPFLAGS += -I$(top_srcdir)/redis -DAIOMETER_CLI_REDIS=1
+cli_aiometer_LDADD = redis/libaiometer-redis.la src/libaiometer.la $(PTHREAD_LIBS) $(LIBM)
+else
 cli_aiometer_LDADD = src/libaiometer.la $(PTHREAD_LIBS) $(LIBM)
+endif

@@ -27,6 +27,11 @@ enum {
     OPT_DRY_RUN,
     OPT_SHELL,
     OPT_VERSION,
+    OPT_RETRIES,
+    OPT_RETRY_DELAY,
+    OPT_RETRY_MAX_DELAY,
+    OPT_REDIS,
+    OPT_KEY,
 };
 
 static const struct option long_options[] = {
@@ -35,11 +40,16 @@ static const struct option long_options[] = {
     {"burst", required_argument, NULL, OPT_BURST},
     {"limiter", required_argument, NULL, OPT_LIMITER},
     {"limiter-max-at-once", required_argument, NULL, OPT_LIMITER_MAX},
+    {"redis", required_argument, NULL, OPT_REDIS},
+    {"key", required_argument, NULL, OPT_KEY},
     {"keep-order", no_argument, NULL, 'k'},
     {"ungroup", no_argument, NULL, 'u'},
     {"tag", no_argument, NULL, OPT_TAG},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"deadline", required_argument, NULL, OPT_DEADLINE},
+    {"retries", required_argument, NULL, OPT_RETRIES},
+    {"retry-delay", required_argument, NULL, OPT_RETRY_DELAY},
+    {"retry-max-delay", required_argument, NULL, OPT_RETRY_MAX_DELAY},
     {"halt", required_argument, NULL, OPT_HALT},
     {"joblog", required_argument, NULL, OPT_JOBLOG},
     {"progress", optional_argument, NULL, OPT_PROGRESS},
@@ -62,14 +72,19 @@ static const char usage_text[] =
     "  -r, --max-per-second R       at most R job starts per second\n"
     "      --burst B                starts allowed back to back (default 1)\n"
     "      --limiter NAME           share -r/--burst with every invocation naming NAME\n"
-    "      --limiter-max-at-once N  at most N jobs at once under NAME, host-wide\n"
+    "      --limiter-max-at-once N  at most N jobs at once under NAME or K\n"
+    "      --redis URL --key K      share -r/--burst with every invocation naming K\n"
+    "                               on the Redis server at URL, fleet-wide\n"
     "  -k, --keep-order             output in input order\n"
     "  -u, --ungroup                pass output through as it comes\n"
     "      --tag                    prefix each output line with the argument\n"
     "      --timeout S              kill a job after S seconds\n"
     "      --deadline S             stop the whole run after S seconds\n"
+    "      --retries N              try a failed job up to N more times, backing off\n"
+    "      --retry-delay S          first backoff at most S seconds (default 0.1)\n"
+    "      --retry-max-delay S      no backoff longer than S seconds (default 30)\n"
     "      --halt never|soon|now    after a failure: go on, start no more, or kill all\n"
-    "      --joblog FILE            one line per job: start, runtime, exit value\n"
+    "      --joblog FILE            one line per attempt: start, runtime, exit value\n"
     "      --progress[=always]      a progress line on standard error\n"
     "  -0, --null                   input arguments end with NUL, not newline\n"
     "  -a, --arg-file FILE          read arguments from FILE\n"
@@ -100,19 +115,21 @@ static int bad_value(const char *opt, const char *value, const char *what)
     return CLI_EXIT_ERROR;
 }
 
-/* A whole decimal number from 1 to max. */
-static int parse_count(const char *opt, const char *s, size_t max, size_t *out)
+/* A whole decimal number from min (0 or 1) to max. */
+static int parse_range(const char *opt, const char *s, size_t min, size_t max, size_t *out)
 {
     char *end;
     unsigned long long v;
 
+    const char *what = min ? "not a positive whole number" : "not a whole number";
+
     if (*s < '0' || *s > '9')
-        return bad_value(opt, s, "not a positive whole number");
+        return bad_value(opt, s, what);
     errno = 0;
     v = strtoull(s, &end, 10);
     if (*end != '\0' || end == s)
-        return bad_value(opt, s, "not a positive whole number");
-    if (v == 0)
+        return bad_value(opt, s, what);
+    if (v < min)
         return bad_value(opt, s, "must be at least 1");
     if (errno == ERANGE || v > max) {
         char msg[64];
@@ -121,6 +138,11 @@ static int parse_count(const char *opt, const char *s, size_t max, size_t *out)
     }
     *out = (size_t)v;
     return 0;
+}
+
+static int parse_count(const char *opt, const char *s, size_t max, size_t *out)
+{
+    return parse_range(opt, s, 1, max, out);
 }
 
 /* A positive finite number of at most max: seconds or starts per second. */
@@ -199,6 +221,34 @@ int cli_parse_options(int argc, char **argv, struct cli_config *cfg)
             break;
         case OPT_LIMITER_MAX:
             err = parse_count(opt, optarg, 65535, &cfg->limiter_max);
+            break;
+        case OPT_REDIS:
+#ifdef AIOMETER_CLI_REDIS
+            cfg->redis_url = optarg;
+            if (!*optarg)
+                err = bad_value(opt, optarg, "an empty URL");
+#else
+            fprintf(stderr, "aiometer: %s: this aiometer was built without libaiometer-redis "
+                            "(configure found no hiredis), so it has no fleet-wide limiter\n",
+                    opt);
+            err = CLI_EXIT_ERROR;
+#endif
+            break;
+        case OPT_KEY:
+            cfg->redis_key = optarg;
+            /* The library's rule for a key, checked here so that a bad one
+             * is told apart from a bad URL. */
+            if (!*optarg || strlen(optarg) > 200 || strpbrk(optarg, "{}"))
+                err = bad_value(opt, optarg, "not 1 to 200 bytes without '{' or '}'");
+            break;
+        case OPT_RETRIES:
+            err = parse_range(opt, optarg, 0, CLI_MAX_RETRIES, &cfg->retries);
+            break;
+        case OPT_RETRY_DELAY:
+            err = parse_positive(opt, optarg, 1e6, &cfg->retry_delay);
+            break;
+        case OPT_RETRY_MAX_DELAY:
+            err = parse_positive(opt, optarg, 1e6, &cfg->retry_max_delay);
             break;
         case 'k':
             cfg->keep_order = 1;
@@ -300,13 +350,45 @@ int cli_parse_options(int argc, char **argv, struct cli_config *cfg)
                 cfg->tag ? "--tag" : "-k/--keep-order");
         return CLI_EXIT_ERROR;
     }
-    if (cfg->limiter_max && !cfg->limiter) {
-        fprintf(stderr, "aiometer: --limiter-max-at-once needs --limiter NAME\n");
+    if (cfg->limiter && cfg->redis_url) {
+        fprintf(stderr, "aiometer: --limiter and --redis both name a shared limiter, and a run "
+                        "has one: use one of them\n");
         return CLI_EXIT_ERROR;
     }
-    if (cfg->limiter && cfg->rate == 0 && cfg->limiter_max == 0) {
-        fprintf(stderr, "aiometer: --limiter NAME needs -r/--max-per-second or "
-                        "--limiter-max-at-once to share\n");
+    if (cfg->redis_url && !cfg->redis_key) {
+        fprintf(stderr, "aiometer: --redis needs --key K, the name of the shared limiter\n");
+        return CLI_EXIT_ERROR;
+    }
+    if (cfg->redis_key && !cfg->redis_url) {
+        fprintf(stderr, "aiometer: --key needs --redis URL\n");
+        return CLI_EXIT_ERROR;
+    }
+    if (cfg->limiter_max && !cfg->limiter && !cfg->redis_url) {
+        fprintf(stderr, "aiometer: --limiter-max-at-once needs --limiter NAME or --redis URL\n");
+        return CLI_EXIT_ERROR;
+    }
+    if ((cfg->limiter || cfg->redis_url) && cfg->rate == 0 && cfg->limiter_max == 0) {
+        fprintf(stderr, "aiometer: %s needs -r/--max-per-second or --limiter-max-at-once "
+                        "to share\n",
+                cfg->limiter ? "--limiter NAME" : "--redis URL");
+        return CLI_EXIT_ERROR;
+    }
+    if ((cfg->retry_delay || cfg->retry_max_delay) && !cfg->retries) {
+        fprintf(stderr, "aiometer: %s needs --retries N\n",
+                cfg->retry_delay ? "--retry-delay" : "--retry-max-delay");
+        return CLI_EXIT_ERROR;
+    }
+    /* The library's rule, with its defaults (0.1 s and 30 s) filled in. */
+    if ((cfg->retry_delay ? cfg->retry_delay : 0.1) >
+        (cfg->retry_max_delay ? cfg->retry_max_delay : 30)) {
+        if (cfg->retry_max_delay)
+            fprintf(stderr, "aiometer: --retry-max-delay %g is below the first backoff "
+                            "(--retry-delay %g)\n",
+                    cfg->retry_max_delay, cfg->retry_delay ? cfg->retry_delay : 0.1);
+        else
+            fprintf(stderr, "aiometer: --retry-delay %g is above the longest backoff "
+                            "(30 s by default): give --retry-max-delay too\n",
+                    cfg->retry_delay);
         return CLI_EXIT_ERROR;
     }
     if (cfg->burst && cfg->rate == 0) {

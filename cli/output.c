@@ -136,6 +136,12 @@ int cli_output_job(const struct cli_config *cfg, const struct cli_job *job)
         return CLI_EXIT_ERROR;
     }
     if (joblog) {
+        /* One line per attempt, in the order they ran: the retried ones,
+         * then the last, which decided the job's fate. */
+        for (size_t i = 0; i < job->ntries; i++)
+            fprintf(joblog, "%zu\t%.6f\t%.6f\t%d\t%d\t%s\n", job->seq, job->tries[i].start_real,
+                    job->tries[i].runtime, job->tries[i].exitval, job->tries[i].sig,
+                    job->display ? job->display : "");
         fprintf(joblog, "%zu\t%.6f\t%.6f\t%d\t%d\t%s\n", job->seq, job->start_real,
                 job->runtime, job->exitval, job->sig, job->display ? job->display : "");
         if (fflush(joblog) != 0) {
@@ -165,6 +171,8 @@ void cli_progress(const aiometer_progress *p, void *user)
         (size_t)n < sizeof(line))
         n += snprintf(line + n, sizeof(line) - (size_t)n, ", ETA %.0fs",
                       (double)(cli_total_jobs - done) / rate);
+    if (run->cfg->retries && n > 0 && (size_t)n < sizeof(line))
+        n += snprintf(line + n, sizeof(line) - (size_t)n, ", %zu retried", p->retried);
     if (n < 0 || (size_t)n >= sizeof(line) - 4)
         return;
     memcpy(line + n, "\033[K", 3);

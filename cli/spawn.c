@@ -279,6 +279,19 @@ static void supervise(struct cli_job *job, pid_t pid, int out_r, int err_r)
     }
 }
 
+/* Before another attempt of a job: forget the last one's output and
+ * status, keeping only its figures for the joblog. */
+static void forget_attempt(const struct cli_config *cfg, struct cli_job *job)
+{
+    cli_retry_record(cfg, job);
+    cli_sink_free(&job->out);
+    cli_sink_free(&job->err);
+    free(job->display);
+    job->display = NULL;
+    job->spawn_err = job->exitval = job->sig = job->timed_out = 0;
+    job->runtime = 0;
+}
+
 void *cli_run_job(void *arg)
 {
     struct cli_job *job = arg;
@@ -289,10 +302,19 @@ void *cli_run_job(void *arg)
     char **argv;
     pid_t pid;
 
+    if (job->attempts)
+        cli_retry_unpark(run, job);
     /* The library books the start before calling us; a halt or a signal
-     * since then means this job must not start after all. */
-    if (atomic_load(&run->stop_starting) || aiometer_cancelled())
+     * since then means this job must not start after all.  A job that
+     * was waiting to be tried again ends with its last attempt, failed. */
+    if (atomic_load(&run->stop_starting) || aiometer_cancelled()) {
+        if (job->attempts)
+            goto end;
         return job;
+    }
+    if (job->attempts)
+        forget_attempt(cfg, job);
+    job->attempts++;
     argv = cli_build_argv(cfg, job, &job->display);
     if (!argv) {
         job->started = 1;
@@ -300,8 +322,9 @@ void *cli_run_job(void *arg)
         job->exitval = 127;
         goto done;
     }
+    if (!job->started)
+        atomic_fetch_add(&run->started, 1);
     job->started = 1;
-    atomic_fetch_add(&run->started, 1);
     clock_gettime(CLOCK_REALTIME, &rt);
     job->start_real = (double)rt.tv_sec + (double)rt.tv_nsec / 1e9;
     if (cfg->dry_run) {
@@ -341,6 +364,11 @@ void *cli_run_job(void *arg)
     }
     cli_free_argv(argv);
 done:
+    /* A job with an attempt left is not a failure yet: it neither counts
+     * nor halts anything. */
+    if (cli_job_failed(job) && cli_retry_attempt(run, job))
+        return job;
+end:
     if (cli_job_failed(job)) {
         atomic_fetch_add(&run->failed, 1);
         if (cfg->halt != CLI_HALT_NEVER)
@@ -365,5 +393,6 @@ void cli_job_free(struct cli_job *job)
     cli_sink_free(&job->err);
     free(job->display);
     free(job->arg);
+    free(job->tries);
     free(job);
 }

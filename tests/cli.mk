@@ -9,12 +9,18 @@
 #   tests/cli_kill.sh     --timeout, --halt now, --deadline, SIGINT, SIGTERM
 #   tests/cli_memory.sh   1e6 input lines under 16 MiB of RSS
 #   tests/cli_limiter.sh  --limiter NAME shared by two invocations
+#   tests/cli_retry.sh    --retries: backoff, the joblog, --halt, --timeout
+#   tests/cli_redis.sh    --redis URL --key K shared by two invocations, on
+#                         a redis-server of its own (or the error without
+#                         libaiometer-redis)
 cli_tests = \
 	tests/cli_basic.sh \
 	tests/cli_order.sh \
 	tests/cli_rate.sh \
 	tests/cli_kill.sh \
 	tests/cli_memory.sh \
-	tests/cli_limiter.sh
+	tests/cli_limiter.sh \
+	tests/cli_retry.sh \
+	tests/cli_redis.sh
 TESTS += $(cli_tests)
 EXTRA_DIST += $(cli_tests) tests/cli_lib.sh

@@ -11,7 +11,8 @@
 #            memcheck; the Check suites under helgrind
 #   asan   gcc, --enable-sanitizers=address (ASan + UBSan + LSan),
 #          --enable-fault-injection: the Check suites, rel_hostile,
-#            rel_faults, rel_stress
+#            rel_faults, rel_stress (and check_redis, with libaiometer-redis;
+#            memcheck and TSan run it too)
 #   tsan   gcc, --enable-sanitizers=thread: the Check suites, rel_hostile,
 #            rel_stress
 #   fuzz   clang, libFuzzer + ASan + UBSan: rel_fuzz for a bounded time
@@ -135,6 +136,13 @@ done
 
 test_programs='tests/check_aiometer tests/rel_hostile'
 
+# libaiometer-redis's Check program, where the build has it (configure
+# found hiredis): it starts its own redis-server.  Prints its name or
+# nothing.
+redis_program() {
+    (cd "$1" && make -n tests/check_redis > /dev/null 2>&1) && echo tests/check_redis
+}
+
 # ---- vg: natively, then under valgrind ---------------------------------------
 vg=$tmp/vg
 if build vg --enable-fault-injection \
@@ -160,6 +168,14 @@ if build vg --enable-fault-injection \
     # valgrind follows rel_faults' forked children too, so the default
     # pool's failure points are leak-checked as well.
     run_step "vg: memcheck rel_faults" "$vg" 600 $memcheck ./tests/rel_faults
+    # The Redis limiter across reconnects and server restarts: no leak.
+    rp=$(redis_program "$vg")
+    if [ -n "$rp" ] && run_step "vg: build $rp" "$vg" 900 make -j2 "$rp"; then
+        retry_status=1
+        run_step "vg: memcheck $rp" "$vg" 600 env CK_FORK=no CK_EXCLUDE_TAGS=timing \
+            $memcheck "./$rp"
+        retry_status=
+    fi
 
     # helgrind gates lock-order violations and misuse of the pthread API.
     # Two kinds of report are counted but do not fail the step:
@@ -202,6 +218,10 @@ asan=$tmp/asan
 if build asan --enable-sanitizers=address --enable-fault-injection \
    && run_step "asan: build test programs" "$asan" 900 make -j2 $test_programs tests/rel_faults tests/rel_stress; then
     run_step "asan: Check suites" "$asan" 600 ./tests/check_aiometer
+    rp=$(redis_program "$asan")
+    if [ -n "$rp" ] && run_step "asan: build $rp" "$asan" 900 make -j2 "$rp"; then
+        run_step "asan: $rp" "$asan" 600 "./$rp"
+    fi
     run_step "asan: rel_hostile" "$asan" 120 ./tests/rel_hostile
     run_step "asan: rel_faults (LeakSanitizer)" "$asan" 300 ./tests/rel_faults
     run_step "asan: rel_stress" "$asan" 900 env REL_STRESS_SCALE="$asan_stress_scale" ./tests/rel_stress
@@ -212,6 +232,11 @@ tsan=$tmp/tsan
 if build tsan --enable-sanitizers=thread \
    && run_step "tsan: build test programs" "$tsan" 900 make -j2 $test_programs tests/rel_stress; then
     run_step "tsan: Check suites" "$tsan" 600 ./tests/check_aiometer
+    rp=$(redis_program "$tsan")
+    if [ -n "$rp" ] && run_step "tsan: build $rp" "$tsan" 900 make -j2 "$rp"; then
+        # Its timing bounds are for native speed; TSan is 5-15x slower.
+        run_step "tsan: $rp" "$tsan" 600 env CK_EXCLUDE_TAGS=timing "./$rp"
+    fi
     run_step "tsan: rel_hostile" "$tsan" 120 ./tests/rel_hostile
     run_step "tsan: rel_stress" "$tsan" 900 env REL_STRESS_SCALE="$tsan_stress_scale" ./tests/rel_stress
 fi
