@@ -2,7 +2,7 @@
  * bench.c - the driver of the libaiometer benchmark: argument handling,
  * timing, statistics and the tables.  The workloads live in bench/w*.c.
  *
- *   bench/bench [-r REPS] [w1 w1main w1n call w2 w3 w4 w5 ...]
+ *   bench/bench [-r REPS] [w1 w1main w1n call w2 w3 w4 w5 w6 w7 idle ...]
  *
  * With no workload named, all of them run.  "w1" means the three W1 parts
  * (w1main, w1n, call).  BENCH_REPS sets the repetitions as -r does.
@@ -315,6 +315,9 @@ static const struct section {
     {"w3", bench_w3, "W3 rate accuracy"},
     {"w4", bench_w4, "W4 peak RSS of 10^7 jobs (child processes)"},
     {"w5", bench_w5, "W5 first wins"},
+    {"w6", bench_w6, "W6 many callers on the default pool"},
+    {"w7", bench_w7, "W7 amap over tiny jobs"},
+    {"idle", bench_idle, "CPU of an idle default pool (10 s) and of calls at 200/s"},
 };
 #define NSECTIONS (sizeof sections / sizeof sections[0])
 

@@ -85,6 +85,9 @@ void bench_w2(void);       /* W2 blocking jobs */
 void bench_w3(void);       /* W3 rate accuracy */
 void bench_w4(void);       /* W4 memory at scale (child processes) */
 void bench_w5(void);       /* W5 first wins */
+void bench_w6(void);       /* W6 many callers */
+void bench_w7(void);       /* W7 amap over tiny jobs */
+void bench_idle(void);     /* CPU of an idle pool and of rated calls */
 
 /* W4's child side: run one case named by `which` in this fresh process and
  * print its figures on stdout.  Returns the exit status. */

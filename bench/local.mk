@@ -5,7 +5,8 @@
 EXTRA_PROGRAMS += bench/bench
 bench_bench_SOURCES = \
 	bench/bench.c bench/bench.h \
-	bench/w1.c bench/w2.c bench/w3.c bench/w4.c bench/w5.c
+	bench/w1.c bench/w2.c bench/w3.c bench/w4.c bench/w5.c \
+	bench/w6.c bench/w7.c
 bench_bench_CPPFLAGS = $(AM_CPPFLAGS)
 bench_bench_CFLAGS = $(AM_CFLAGS)
 bench_bench_LDADD = src/libaiometer.la $(PTHREAD_LIBS)

@@ -29,6 +29,11 @@ struct aiometer_amap {
     uint64_t alone_since; /* when the consumer last saw no participant (0: it
                            * did not); see aiometer__call_help_if_alone_locked */
     int end;         /* what next returned at the end (0: not yet) */
+    /* The jobs' function is known to be short (handoff.c): consumers run
+     * batches of jobs themselves when no result is ready, `batch` jobs at a
+     * time (adapted as the participants' batches are, jobloop.c). */
+    int tiny;
+    atomic_size_t batch;
     /* Results taken from the queue in one hold of the call's lock and not
      * yet handed out, guarded by take_lock, so that several threads may
      * consume at once and each result still goes to exactly one of them.
@@ -97,7 +102,12 @@ static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], si
 
     aiometer__call_begin(c);
     want = c->n < c->slots ? c->n : c->slots;
-    aiometer__call_post(c, want);
+    atomic_init(&it->batch, 1);
+    /* Short jobs are run by the consumer until they are worth helpers; it
+     * keeps a slot for itself (handoff.c). */
+    it->tiny = want > 1 && aiometer__handoff_alone(c, want - 1);
+    if (!it->tiny)
+        aiometer__call_post(c, want);
     *out = it;
     return 0;
 }
@@ -138,6 +148,48 @@ static void wake_for_room_locked(aiometer_amap *it)
         pthread_cond_signal(&c->space_cv); /* the rest follow in a chain */
 }
 
+/* A consumer of short jobs recruits helpers only for jobs of at least this
+ * many ns.  Below it, a job costs about what handing its result over costs
+ * (~25 ns per result, W7), and helpers only add the wake-ups of the amap's
+ * window: W7's 100,000 jobs of ~3 ns took 25-27 ns/job with the consumer
+ * alone, 30-50 with one helper (bench/README). */
+#define AIOMETER__AMAP_HELP_JOB_NS 1000
+
+/* How a consumer's batches grow and shrink: as jobloop.c's do. */
+#define AIOMETER__AMAP_GROW_NS 20000
+#define AIOMETER__AMAP_SHRINK_NS 100000
+
+/* Called with the call's lock held by a consumer of short jobs that found no
+ * result ready: run one batch of jobs (the lock is dropped meanwhile) and
+ * return how many were claimed; 0 when no slot or no job could be had.
+ * Waking a sleeping consumer costs more than the jobs themselves, so the
+ * consumer makes its own results instead of waiting for them. */
+static size_t consumer_batch(aiometer_amap *it)
+{
+    struct aiometer__call *c = &it->call;
+    size_t want = atomic_load_explicit(&it->batch, memory_order_relaxed), k = 0;
+    uint64_t t0, d;
+
+    aiometer__unlock(&c->lock);
+    if (aiometer__call_join(c)) {
+        t0 = aiometer__now_ns();
+        k = aiometer__call_work(c, (int)want);
+        d = aiometer__now_ns() - t0;
+        aiometer__call_leave(c);
+        if (k) {
+            /* Relaxed: several consumers may race here; the batch size is
+             * only a hint. */
+            if (d < AIOMETER__AMAP_GROW_NS && want < AIOMETER__SOURCE_BATCH)
+                atomic_store_explicit(&it->batch, want * 2, memory_order_relaxed);
+            else if (d > AIOMETER__AMAP_SHRINK_NS && want > 1)
+                atomic_store_explicit(&it->batch, want / 2, memory_order_relaxed);
+            aiometer__handoff_batch(c, k, d, AIOMETER__AMAP_HELP_JOB_NS);
+        }
+    }
+    aiometer__lock(&c->lock);
+    return k;
+}
+
 /* Hand out the next buffered result, if any: 1 with *ret set to what
  * amap_next returns for it (0, or with keep_going a failed job's error), or
  * 0 with nothing done. */
@@ -164,7 +216,7 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
     struct aiometer__call *c;
     size_t idx;
     void *r;
-    int ret, cs;
+    int ret, cs, ran_dry = 0;
 
     if (!it || !result)
         return EINVAL;
@@ -203,11 +255,9 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
             /* Take what else is ready while we hold the lock.  The buffer
              * was empty just above, and only holders of c->lock fill it. */
             aiometer__lock(&it->take_lock);
-            it->l_head = it->l_count = 0;
-            while (it->l_count < AIOMETER__AMAP_TAKE &&
-                   aiometer__cq_pop(&it->cq, &it->l_result[it->l_count],
-                                    &it->l_index[it->l_count], &it->l_err[it->l_count]))
-                it->l_count++;
+            it->l_head = 0;
+            it->l_count = aiometer__cq_pop_many(&it->cq, it->l_result, it->l_index, it->l_err,
+                                                AIOMETER__AMAP_TAKE);
             aiometer__unlock(&it->take_lock);
             wake_for_room_locked(it);
             /* With keep_going, ret may be a failed job's error, told with
@@ -231,11 +281,22 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
             it->end = ret;
             break;
         }
+        /* The lock is dropped while the consumer runs its batch, so look
+         * again afterwards, whatever it ran: a result may have come in
+         * meanwhile, with no wake-up since nobody waited.  One that found
+         * nothing to run is not tried again until this thread has waited. */
+        if (it->tiny && !ran_dry && c->deadline == AIOMETER__NEVER &&
+            aiometer__can_claim_locked(c)) {
+            if (!consumer_batch(it))
+                ran_dry = 1;
+            continue;
+        }
         if (aiometer__call_help_if_alone_locked(c, &it->alone_since, 1, &until))
             continue;
         c->done_waiters++;
         aiometer__cond_wait_until(&c->done_cv, &c->lock, aiometer__call_wait_limit(c, until));
         c->done_waiters--;
+        ran_dry = 0;
     }
     aiometer__unlock(&c->lock);
     aiometer__nocancel_end(cs, 0);

@@ -134,6 +134,9 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     c->key_arg = opts->key_arg;
     if (policy->has_errors && n != SIZE_MAX)
         c->errors = opts->errors;
+    atomic_init(&c->recruit, 0);
+    atomic_init(&c->learn, 0);
+    atomic_init(&c->recruit_doubt, 0);
     atomic_init(&c->parked, 0);
     atomic_init(&c->retry_waiters, 0);
     atomic_init(&c->slot_waits, 0);
@@ -277,6 +280,7 @@ void aiometer__call_post(struct aiometer__call *c, size_t helpers)
 {
     if (helpers == 0)
         return;
+    c->posted = 1;
     if (aiometer__pool_post(c->pool, &c->task, helpers) == 0) {
         /* The pool could start no thread at all: rather than wait for
          * helpers that will never come, the caller does the work. */
@@ -312,7 +316,8 @@ void aiometer__call_wait(struct aiometer__call *c)
      * participants still inside are all we wait for.  They are usually
      * finishing their last job, so watch for them a few microseconds
      * before sleeping: a sleep and wake-up costs tens of microseconds here. */
-    aiometer__pool_unlink(c->pool, &c->task);
+    if (c->posted)
+        aiometer__pool_unlink(c->pool, &c->task);
     if (atomic_load(&c->participants) > 0) {
         uint64_t until = aiometer__now_ns() + AIOMETER__SPIN_WAIT_NS;
         while (atomic_load(&c->participants) > 0 && aiometer__now_ns() < until)
@@ -337,7 +342,8 @@ void aiometer__call_run(struct aiometer__call *c)
     if (c->caller_runs) {
         /* The caller takes its slot before any helper can fill them all. */
         atomic_store(&c->participants, 1);
-        aiometer__call_post(c, want - 1);
+        if (!aiometer__handoff_alone(c, want - 1))
+            aiometer__call_post(c, want - 1);
         aiometer__call_work(c, 0);
         aiometer__call_leave(c);
     } else {

@@ -129,6 +129,16 @@ struct aiometer__call {
      * waits.  Set at init, and again by aiometer__call_post when the pool could
      * start no thread; no other thread reads it. */
     int caller_runs;
+    /* The caller's own too: the call has been posted to the pool (so it
+     * must be taken out of the queue at the end). */
+    int posted;
+    /* handoff.c: helpers the caller will post once its work left is worth
+     * a wake-up (0: posted already, or never alone), and whether the next
+     * batch to end should teach the table of job times.  While recruit is
+     * nonzero the caller is the only participant (handoff.c). */
+    atomic_size_t recruit;
+    atomic_int learn;
+    atomic_int recruit_doubt; /* the last batch alone looked slow */
 
     /* Read and written lock-free. */
     atomic_size_t next;          /* array input: next index to claim */
@@ -255,6 +265,17 @@ int aiometer__call_help_if_alone_locked(struct aiometer__call *c, uint64_t *alon
  * failure's error, ETIMEDOUT or ECANCELED. */
 int aiometer__call_verdict(struct aiometer__call *c);
 
+/* ---- handoff.c: when a caller asks for helpers ---- */
+
+/* Called by a caller that runs jobs, before its first job, with the
+ * helpers it wants: 1 when it should start alone (the helpers are posted
+ * later by aiometer__handoff_batch, if at all), 0 when it should post them
+ * now. */
+int aiometer__handoff_alone(struct aiometer__call *c, size_t helpers);
+/* A participant of an adaptive loop (or an amap consumer) ran a batch of k
+ * jobs in d ns.  Helpers are recruited only for jobs of min_job_ns or more. */
+void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uint64_t min_job_ns);
+
 /* ---- claim.c: claiming jobs ---- */
 
 /* True while jobs remain that could be claimed, or a job waits out its
@@ -268,9 +289,10 @@ size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wai
 
 /* ---- jobloop.c ---- */
 
-/* Run jobs of the call until none can be claimed.  With `one`, run at most
- * one job and never wait for room (the amap consumer).  Returns the number of
- * jobs claimed. */
+/* Run jobs of the call until none can be claimed.  With `one` > 0, make one
+ * claim of at most `one` jobs (one job when the call is rated or retries),
+ * run them, and never wait for room (the amap consumer).  Returns the
+ * number of jobs claimed. */
 size_t aiometer__call_work(struct aiometer__call *c, int one);
 
 /* Job j has failed for good with err (r: what it returned, or NULL): fill

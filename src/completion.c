@@ -16,7 +16,7 @@ int aiometer__cq_init(struct aiometer__cq *q, size_t cap, int ordered)
     q->cap = cap;
     q->ordered = ordered;
     q->discard = 0;
-    q->head = q->count = q->base = q->retired = q->errs_undelivered = 0;
+    q->head = q->count = q->base = q->base_slot = q->retired = q->errs_undelivered = 0;
     atomic_init(&q->window_end, cap);
     return 0;
 }
@@ -40,14 +40,35 @@ static void publish_window(struct aiometer__cq *q)
     atomic_store_explicit(&q->window_end, end, memory_order_release);
 }
 
+/* Ring positions wrap by a subtraction, not a division: a division costs
+ * tens of cycles, and this runs twice per result of an amap of tiny jobs
+ * (W7; bench/README). */
+static size_t wrap(const struct aiometer__cq *q, size_t pos)
+{
+    return pos >= q->cap ? pos - q->cap : pos;
+}
+
+/* Ordered mode: job `index`'s slot.  The window keeps index within
+ * [base, base + cap). */
+static struct aiometer__cq_slot *ordered_slot(struct aiometer__cq *q, size_t index)
+{
+    return &q->slot[wrap(q, q->base_slot + (index - q->base))];
+}
+
+static void advance_base(struct aiometer__cq *q)
+{
+    q->base++;
+    q->base_slot = wrap(q, q->base_slot + 1);
+}
+
 /* Ordered mode: move base past jobs that ended without a result. */
 static void advance_skipped(struct aiometer__cq *q)
 {
     struct aiometer__cq_slot *s;
 
-    while ((s = &q->slot[q->base % q->cap])->state == AIOMETER__SLOT_SKIPPED) {
+    while ((s = &q->slot[q->base_slot])->state == AIOMETER__SLOT_SKIPPED) {
         s->state = AIOMETER__SLOT_EMPTY;
-        q->base++;
+        advance_base(q);
     }
 }
 
@@ -60,11 +81,11 @@ static void push(struct aiometer__cq *q, size_t index, void *result, int err)
         return;
     }
     if (q->ordered) {
-        s = &q->slot[index % q->cap];
+        s = ordered_slot(q, index);
         s->state = AIOMETER__SLOT_READY;
     } else {
         /* The window guarantees room: claimed - retired <= cap. */
-        s = &q->slot[(q->head + q->count) % q->cap];
+        s = &q->slot[wrap(q, q->head + q->count)];
         q->count++;
     }
     s->result = result;
@@ -92,7 +113,7 @@ void aiometer__cq_skip(struct aiometer__cq *q, size_t index)
         return;
     }
     if (q->ordered) {
-        q->slot[index % q->cap].state = AIOMETER__SLOT_SKIPPED;
+        ordered_slot(q, index)->state = AIOMETER__SLOT_SKIPPED;
         advance_skipped(q);
     } else {
         q->retired++;
@@ -100,25 +121,24 @@ void aiometer__cq_skip(struct aiometer__cq *q, size_t index)
     publish_window(q);
 }
 
-int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index, int *err)
+/* Take one entry, without publishing the window. */
+static int pop_one(struct aiometer__cq *q, void **result, size_t *index, int *err)
 {
     struct aiometer__cq_slot *s;
 
-    if (q->discard)
-        return 0;
     if (q->ordered) {
         advance_skipped(q);
-        s = &q->slot[q->base % q->cap];
+        s = &q->slot[q->base_slot];
         if (s->state != AIOMETER__SLOT_READY)
             return 0;
         s->state = AIOMETER__SLOT_EMPTY;
-        q->base++;
+        advance_base(q);
         advance_skipped(q);
     } else {
         if (q->count == 0)
             return 0;
         s = &q->slot[q->head];
-        q->head = (q->head + 1) % q->cap;
+        q->head = wrap(q, q->head + 1);
         q->count--;
         q->retired++;
     }
@@ -127,8 +147,29 @@ int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index, int *
     *err = s->err;
     if (s->err)
         q->errs_undelivered--;
+    return 1;
+}
+
+int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index, int *err)
+{
+    if (q->discard || !pop_one(q, result, index, err))
+        return 0;
     publish_window(q);
     return 1;
+}
+
+size_t aiometer__cq_pop_many(struct aiometer__cq *q, void **result, size_t *index, int *err,
+                             size_t max)
+{
+    size_t n = 0;
+
+    if (q->discard)
+        return 0;
+    while (n < max && pop_one(q, &result[n], &index[n], &err[n]))
+        n++;
+    if (n)
+        publish_window(q);
+    return n;
 }
 
 void aiometer__cq_discard(struct aiometer__cq *q)

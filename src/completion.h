@@ -34,6 +34,7 @@ struct aiometer__cq {
     int discard;           /* results are dropped (the consumer closed) */
     size_t head, count;    /* unordered FIFO */
     size_t base;           /* ordered: next index to deliver */
+    size_t base_slot;      /* ordered: base % cap, kept without dividing */
     size_t retired;        /* unordered: results taken or jobs ended without one */
     size_t errs_undelivered; /* failures pushed and not yet popped */
     atomic_size_t window_end;
@@ -53,6 +54,11 @@ void aiometer__cq_push_err(struct aiometer__cq *q, size_t index, int err);
 /* Take the next deliverable entry: 1 with *result, *index and *err (0 for a
  * result) set, or 0 if none is ready yet. */
 int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index, int *err);
+
+/* Take up to max deliverable entries at once (one window update for them
+ * all): how many were taken. */
+size_t aiometer__cq_pop_many(struct aiometer__cq *q, void **result, size_t *index, int *err,
+                             size_t max);
 
 /* Drop what is buffered and stop bounding claims: the consumer is gone. */
 void aiometer__cq_discard(struct aiometer__cq *q);

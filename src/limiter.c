@@ -142,12 +142,10 @@ int aiometer_limiter_destroy(aiometer_limiter *lim)
 
 /* ---- the private backend ------------------------------------------------------ */
 
-/* A rate (GCRA) and a running cap.  The cap is a counting semaphore kept in
- * a descriptor (fdsem.c): reading takes a slot, writing gives
- * one back, and a waiter polls it together with the call's cancel
- * descriptor, so a stopped call ends the wait at once.  Waiters sleep in
- * poll until a slot comes back; several may wake for one slot, and those
- * that lose the read sleep again. */
+/* A rate (GCRA) and a running cap.  The cap is a counting semaphore
+ * (fdsem.c): an atomic count, and a descriptor that carries wake-ups only,
+ * which a waiter polls together with the call's cancel descriptor, so a
+ * stopped call ends the wait at once. */
 struct aiometer__private {
     int has_rate;
     struct aiometer__gcra gcra;
@@ -168,18 +166,7 @@ static int private_acquire(void *state, const char *key, int cancel_fd)
     struct aiometer__private *p = state;
 
     (void)key;
-    for (;;) {
-        struct pollfd pfd[2] = { { p->sem.fd, POLLIN, 0 }, { cancel_fd, POLLIN, 0 } };
-
-        if (aiometer__sem_trytake(&p->sem))
-            return 0;
-        if (cancel_fd < 0)
-            return EAGAIN;
-        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
-            return errno;
-        if (pfd[1].revents)
-            return ECANCELED;
-    }
+    return aiometer__sem_take(&p->sem, cancel_fd);
 }
 
 static void private_release(void *state, const char *key)

@@ -11,6 +11,7 @@ src_libaiometer_la_SOURCES = \
 	src/completion.c src/completion.h \
 	src/retry.c src/retry.h \
 	src/call.c src/call.h \
+	src/handoff.c \
 	src/claim.c \
 	src/jobloop.c \
 	src/ratewait.c \

@@ -621,6 +621,90 @@ START_TEST(test_open_private_cap_across_calls)
 }
 END_TEST
 
+/* Tiny jobs on a cap of 1: takes and gives come microseconds apart, so
+ * waiters keep registering while slots come back.  A lost wake-up hangs
+ * the test (its timeout fails it); an extra slot shows in the peak. */
+static tu_tracker tiny_tracker;
+
+static void *tiny_tracked_job(void *arg)
+{
+    (void)arg;
+    tu_tracker_enter(&tiny_tracker);
+    tu_tracker_leave(&tiny_tracker);
+    return NULL;
+}
+
+static void *tiny_caller(void *arg)
+{
+    static void *args[20000];
+    aiometer_options o = { 0 };
+
+    o.limiter = arg;
+    o.max_at_once = 8;
+    return (void *)(intptr_t)aiometer_run_on_each(tiny_tracked_job, args, 20000, &o);
+}
+
+START_TEST(test_open_private_cap_tiny_jobs)
+{
+    aiometer_limiter_options lo = { 0 };
+    aiometer_limiter *lim;
+    pthread_t a, b;
+
+    tu_tracker_init(&tiny_tracker);
+    lo.max_at_once = 1;
+    ck_assert_int_eq(aiometer_limiter_open(&lim, NULL, &lo), 0);
+    tu_thread_start(&a, tiny_caller, lim);
+    tu_thread_start(&b, tiny_caller, lim);
+    ck_assert_ptr_null(tu_thread_join(a));
+    ck_assert_ptr_null(tu_thread_join(b));
+    ck_assert_uint_eq(tu_tracker_finished(&tiny_tracker), 40000);
+    ck_assert_uint_eq(tu_tracker_peak(&tiny_tracker), 1);
+    ck_assert_int_eq(aiometer_limiter_destroy(lim), 0);
+}
+END_TEST
+
+static void *slot_holder_job(void *arg)
+{
+    (void)arg;
+    tu_sleep(0.5);
+    return NULL;
+}
+
+static void *slot_holder(void *arg)
+{
+    aiometer_options o = { 0 };
+    void *args[1] = { 0 };
+
+    o.limiter = arg;
+    return (void *)(intptr_t)aiometer_run_on_each(slot_holder_job, args, 1, &o);
+}
+
+START_TEST(test_open_private_cap_wait_ends_at_deadline)
+{
+    /* A job waiting for the only slot, which another call holds for 0.5 s,
+     * gives up at its call's deadline (0.05 s), not when the slot comes
+     * back: the wait polls the call's cancel descriptor. */
+    aiometer_limiter_options lo = { 0 };
+    aiometer_options o = { 0 };
+    aiometer_limiter *lim;
+    void *args[1] = { 0 };
+    pthread_t a;
+    double t0;
+
+    lo.max_at_once = 1;
+    ck_assert_int_eq(aiometer_limiter_open(&lim, NULL, &lo), 0);
+    tu_thread_start(&a, slot_holder, lim);
+    tu_sleep(0.05); /* the holder has its slot */
+    o.limiter = lim;
+    o.timeout = 0.05;
+    t0 = tu_now();
+    ck_assert_int_eq(aiometer_run_on_each(tiny_tracked_job, args, 1, &o), ETIMEDOUT);
+    ck_assert_double_lt(tu_now() - t0, 0.3);
+    ck_assert_ptr_null(tu_thread_join(a));
+    ck_assert_int_eq(aiometer_limiter_destroy(lim), 0);
+}
+END_TEST
+
 START_TEST(test_open_private_rate)
 {
     /* 100/s, burst 1: 21 starts take at least 0.2 s. */
@@ -695,6 +779,8 @@ Suite *backend_suite(void)
     tc = tcase_create("private");
     tcase_set_timeout(tc, TEST_TIMEOUT);
     tcase_add_test(tc, test_open_private_cap_across_calls);
+    tcase_add_test(tc, test_open_private_cap_tiny_jobs);
+    tcase_add_test(tc, test_open_private_cap_wait_ends_at_deadline);
     tcase_add_test(tc, test_open_private_rate);
     suite_add_tcase(s, tc);
     return s;

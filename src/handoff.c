@@ -1,0 +1,149 @@
+/* handoff.c - when a caller that runs its own jobs asks the pool for help.
+ *
+ * Waking a sleeping pool thread costs the caller a futex system call, and
+ * the woken thread comes 35-60 us later on these machines, often onto the
+ * caller's own core, where it preempts it.  A call whose jobs are done in
+ * less time than that pays for a helper that arrives after the work is
+ * over (W1 at N = 1,000: 15-31 ns/job instead of 7; W6: 64 us per call of
+ * 10 jobs of 0.4 us instead of 4 us; bench/README has the figures).
+ *
+ * So a caller whose jobs are known to be short starts alone: its call is
+ * not posted to the pool.  After each batch it runs, it looks at the batch's
+ * time per job and at how many jobs are left, and posts the call (waking
+ * helpers) only once the work left would take it longer than a helper
+ * needs to arrive (AIOMETER__RECRUIT_NS).  A call of 10 jobs of 1 us never
+ * posts; a call of 10^6 tiny jobs posts after its first few batches.
+ *
+ * "Known to be short" needs a measurement before the first job, which only
+ * past calls can give: a small table remembers, for each job function, the
+ * time per job of the first batch some participant ran of the last call
+ * that used it.  A function not in the table, or one whose jobs took
+ * AIOMETER__LONG_JOB_NS or more, gets today's hand-off: the call is posted
+ * before its first job starts, so a call of blocking jobs never waits for
+ * one of them to end before helpers are woken.  The cost of being wrong is
+ * bounded by one job: a function whose jobs were short and now block runs
+ * its first batch (one job: batches start at one) alone before the caller
+ * sees it and posts.
+ *
+ * An amap (amap.c) does the same with its consumer in the caller's place:
+ * it runs batches of the jobs itself when it finds no result ready, and
+ * posts the call for slots - 1 helpers by the same rule, so that it keeps a
+ * slot for itself.
+ *
+ * The invariant that makes this safe: while c->recruit is nonzero, the
+ * call is in no pool queue, so its only participants are the caller (or
+ * amap's consumers); whoever clears it with the exchange posts, so helpers
+ * are posted at most once.  No job is left behind either: a call that is
+ * never posted is run to its end by the caller, and an amap by its
+ * consumer (in aiometer_amap_next, or in aiometer_amap_close). */
+#include "config.h"
+#include "call.h"
+#include "clock.h"
+
+#include <stdint.h>
+
+/* Work left below this is not worth a wake-up: about what a woken thread
+ * takes to arrive on this 2-core machine (35-60 us, bench/README). */
+#define AIOMETER__RECRUIT_NS 40000
+/* A job this long gets helpers before it starts (no alone phase). */
+#define AIOMETER__LONG_JOB_NS 20000
+
+/* The table of job functions' times, direct-mapped by the function's
+ * address.  Each entry is one word, the address's tag in the high half and
+ * the time per job (ns, saturated) in the low half, so a reader never sees
+ * one function's tag with another's time.  Relaxed: the table is only a
+ * hint, and a lost or stale update costs at most one hand-off. */
+#define HINT_SLOTS 64
+static _Atomic uint64_t hints[HINT_SLOTS];
+
+static uintptr_t job_fn(const struct aiometer__call *c)
+{
+    return c->jobs ? (uintptr_t)c->jobs[0].fn : (uintptr_t)c->fn;
+}
+
+static unsigned hint_slot(uintptr_t fn)
+{
+    return (unsigned)((fn >> 4) ^ (fn >> 10)) % HINT_SLOTS;
+}
+
+static uint64_t hint_tag(uintptr_t fn)
+{
+    /* Never 0, so an empty entry matches no function. */
+    return ((uint64_t)(fn & 0xffffffffu) | 1) << 32;
+}
+
+/* The remembered time per job of fn, or UINT64_MAX when unknown. */
+static uint64_t hint_get(uintptr_t fn)
+{
+    uint64_t e = atomic_load_explicit(&hints[hint_slot(fn)], memory_order_relaxed);
+
+    if ((e & ~UINT64_C(0xffffffff)) != hint_tag(fn))
+        return UINT64_MAX;
+    return e & 0xffffffffu;
+}
+
+static void hint_put(uintptr_t fn, uint64_t ns)
+{
+    if (ns > 0xffffffffu)
+        ns = 0xffffffffu;
+    atomic_store_explicit(&hints[hint_slot(fn)], hint_tag(fn) | ns, memory_order_relaxed);
+}
+
+int aiometer__handoff_alone(struct aiometer__call *c, size_t helpers)
+{
+    uint64_t h;
+
+    /* Retries wait in the pool's threads, and rate, limiter or deadline
+     * calls leave the jobs to them (call.c): those keep the plain
+     * hand-off. */
+    if (helpers == 0 || c->rq.cap || c->has_rate || c->shared || c->deadline != AIOMETER__NEVER)
+        return 0;
+    atomic_store_explicit(&c->learn, 1, memory_order_relaxed);
+    h = hint_get(job_fn(c));
+    if (h >= AIOMETER__LONG_JOB_NS)
+        return 0;
+    atomic_store_explicit(&c->recruit, helpers, memory_order_relaxed);
+    return 1;
+}
+
+void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uint64_t min_job_ns)
+{
+    uint64_t per_job = k ? d / k : d, left;
+    size_t helpers, next;
+
+    /* The first batch a participant ends tells the table how long this
+     * function's jobs take (batches start at one job, so that is the time
+     * of one job). */
+    if (atomic_load_explicit(&c->learn, memory_order_relaxed) &&
+        atomic_exchange_explicit(&c->learn, 0, memory_order_relaxed))
+        hint_put(job_fn(c), per_job);
+    if (!atomic_load_explicit(&c->recruit, memory_order_relaxed))
+        return;
+    /* Only the caller or a consumer gets here (see the invariant above). */
+    if (per_job < min_job_ns)
+        return;
+    if (c->source) {
+        /* A source does not say how much is left: post once the caller
+         * has worked alone for as long as a helper needs to come. */
+        if (aiometer__now_ns() - c->t_start < AIOMETER__RECRUIT_NS)
+            return;
+    } else {
+        next = atomic_load_explicit(&c->next, memory_order_relaxed);
+        left = next < c->n ? (uint64_t)(c->n - next) : 0;
+        /* (The first test keeps the product from overflowing.) */
+        if (left == 0 || (left < AIOMETER__RECRUIT_NS && left * per_job < AIOMETER__RECRUIT_NS)) {
+            atomic_store_explicit(&c->recruit_doubt, 0, memory_order_relaxed);
+            return;
+        }
+    }
+    /* A batch that was preempted looks slow: 16 callers on 2 cores (W6)
+     * posted for nothing that way.  So a batch more than twice as slow per
+     * job as the table says must be confirmed by the next one before the
+     * call is posted; jobs that really became slower wait one batch for
+     * their helpers, never more. */
+    if (per_job > 2 * hint_get(job_fn(c)) &&
+        !atomic_exchange_explicit(&c->recruit_doubt, 1, memory_order_relaxed))
+        return;
+    helpers = atomic_exchange_explicit(&c->recruit, 0, memory_order_relaxed);
+    aiometer__call_post(c, helpers);
+}
