@@ -177,14 +177,10 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     /* The heap of jobs in backoff (and of jobs set aside for their key) is
      * made now, so that a retry never allocates and never fails for want of
      * memory. */
-    if ((c->retries || c->keyed) && aiometer__retry_heap_init(&c->rq, aiometer__retry_cap(c->slots, n)) != 0) {
-        pthread_cond_destroy(&c->retry_timer_cv);
-        pthread_cond_destroy(&c->retry_cv);
-        pthread_cond_destroy(&c->space_cv);
-        pthread_cond_destroy(&c->stop_cv);
-        pthread_cond_destroy(&c->done_cv);
-        pthread_mutex_destroy(&c->lock);
-        pthread_mutex_destroy(&c->source_lock);
+    if ((c->retries || c->keyed) &&
+        aiometer__retry_heap_init(&c->rq, aiometer__retry_cap(c->slots, n)) != 0) {
+        /* Everything above is made and nothing else is: undo_init fits. */
+        aiometer__call_undo_init(c);
         return ENOMEM;
     }
     return 0;

@@ -306,27 +306,11 @@ static void hk_release(void *state, const char *key)
     }
 }
 
-static void hk_close(void *state)
-{
-    struct aiometer__host *h = state;
-
-    munmap(h->sh, AIOMETER__HOST_SIZE);
-    aiometer__free(h);
-}
-
 int aiometer__host_keys_make(aiometer_limiter **lim, struct aiometer__host *h)
 {
-    aiometer_limiter_backend be = { sizeof(be), 1, NULL, NULL, NULL, hk_close };
-    int err;
+    static const aiometer_limiter_backend be = { sizeof(be), 1,
+                                                 hk_book,    hk_acquire,
+                                                 hk_release, aiometer__host_close };
 
-    if (h->interval)
-        be.book = hk_book;
-    if (h->cap) {
-        be.acquire = hk_acquire;
-        be.release = hk_release;
-    }
-    err = aiometer_limiter_create_backend(lim, &be, h);
-    if (err)
-        hk_close(h);
-    return err;
+    return aiometer__limiter_make(lim, &be, h->interval != 0, h->cap != 0, h);
 }

@@ -6,6 +6,7 @@
 #include "aiometer.h"
 #include "clock.h"
 #include "host_limiter.h"
+#include "limiter.h"
 #include "syscalls.h"
 
 #include <errno.h>
@@ -187,7 +188,7 @@ static void host_release(void *state, const char *key)
         aiometer__host_futex_wake(&h->sh->wake_seq, 1);
 }
 
-static void host_close(void *state)
+void aiometer__host_close(void *state)
 {
     struct aiometer__host *h = state;
 
@@ -197,17 +198,9 @@ static void host_close(void *state)
 
 int aiometer__host_make(aiometer_limiter **lim, struct aiometer__host *h)
 {
-    aiometer_limiter_backend be = { sizeof(be), 0, NULL, NULL, NULL, host_close };
-    int err;
+    static const aiometer_limiter_backend be = { sizeof(be),  0,
+                                                 host_book,   host_acquire,
+                                                 host_release, aiometer__host_close };
 
-    if (h->interval)
-        be.book = host_book;
-    if (h->cap) {
-        be.acquire = host_acquire;
-        be.release = host_release;
-    }
-    err = aiometer_limiter_create_backend(lim, &be, h);
-    if (err)
-        host_close(h);
-    return err;
+    return aiometer__limiter_make(lim, &be, h->interval != 0, h->cap != 0, h);
 }

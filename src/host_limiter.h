@@ -132,6 +132,8 @@ struct aiometer__host {
 /* Make the limiter object for an attached handle; on failure the handle is
  * unmapped and freed. */
 int aiometer__host_make(aiometer_limiter **lim, struct aiometer__host *h);
+/* Both backends' close: unmap the state and free the handle. */
+void aiometer__host_close(void *state);
 
 /* ---- host_keys.c ------------------------------------------------------------ */
 

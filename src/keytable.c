@@ -257,8 +257,5 @@ int aiometer__keytable_open(aiometer_limiter **lim, const aiometer_limiter_optio
         be.acquire = kt_acquire;
         be.release = kt_release;
     }
-    err = aiometer_limiter_create_backend(lim, &be, t);
-    if (err)
-        kt_close(t);
-    return err;
+    return aiometer__limiter_make(lim, &be, be.book != NULL, be.acquire != NULL, t);
 }

@@ -120,6 +120,22 @@ int aiometer_limiter_create_backend(aiometer_limiter **lim, const aiometer_limit
     return 0;
 }
 
+int aiometer__limiter_make(aiometer_limiter **lim, const aiometer_limiter_backend *tmpl,
+                           int has_rate, int has_cap, void *state)
+{
+    aiometer_limiter_backend be = *tmpl;
+    int err;
+
+    if (!has_rate)
+        be.book = NULL;
+    if (!has_cap)
+        be.acquire = NULL, be.release = NULL;
+    err = aiometer_limiter_create_backend(lim, &be, state);
+    if (err && be.close)
+        be.close(state);
+    return err;
+}
+
 int aiometer_limiter_destroy(aiometer_limiter *lim)
 {
     if (!lim)
@@ -187,7 +203,9 @@ static void private_close(void *state)
 
 static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *lo)
 {
-    aiometer_limiter_backend be = { sizeof(be), 0, NULL, NULL, NULL, private_close };
+    static const aiometer_limiter_backend be = { sizeof(be),      0,
+                                                 private_book,    private_acquire,
+                                                 private_release, private_close };
     struct aiometer__private *p;
     int err;
 
@@ -198,7 +216,6 @@ static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *
     if (lo->max_per_second > 0 && isfinite(lo->max_per_second)) {
         aiometer__gcra_init(&p->gcra, lo->max_per_second, lo->max_burst);
         p->has_rate = 1;
-        be.book = private_book;
     }
     if (lo->max_at_once) {
         err = aiometer__sem_init(&p->sem, lo->max_at_once);
@@ -206,13 +223,8 @@ static int private_open(aiometer_limiter **lim, const aiometer_limiter_options *
             aiometer__free(p);
             return err;
         }
-        be.acquire = private_acquire;
-        be.release = private_release;
     }
-    err = aiometer_limiter_create_backend(lim, &be, p);
-    if (err)
-        private_close(p);
-    return err;
+    return aiometer__limiter_make(lim, &be, p->has_rate, lo->max_at_once != 0, p);
 }
 
 int aiometer_limiter_create(aiometer_limiter **lim, double rate, size_t burst)

@@ -45,6 +45,14 @@ struct aiometer_limiter {
     atomic_size_t users; /* calls using it now; destroy says EBUSY while > 0 */
 };
 
+/* Make a limiter of one of the library's own backends from `tmpl`, which
+ * names every operation: book only if has_rate, acquire and release only
+ * if has_cap.  On failure the state is closed (tmpl->close), so the caller
+ * has nothing left to undo.  0 or what aiometer_limiter_create_backend
+ * returned. */
+int aiometer__limiter_make(aiometer_limiter **lim, const aiometer_limiter_backend *tmpl,
+                           int has_rate, int has_cap, void *state);
+
 /* The most running slots a private limiter has. */
 #define AIOMETER__PRIVATE_MAX_AT_ONCE 65535
 
