@@ -67,18 +67,32 @@ static double floor_rps(int clients, int requests, const char *script, const cha
     p = popen(cmd, "r");
     if (!p)
         return 0;
-    /* -q prints "EVALSHA ...: 12345.67 requests per second" (with \r
-     * progress lines before it, and the arguments, colons included, in
-     * it); keep the last figure. */
-    while (fgets(line, sizeof(line), p)) {
-        char *s = strstr(line, "requests per second"), *q;
+    /* -q prints "EVALSHA ...: 12345.67 requests per second" at the end,
+     * after progress reports that end in \r, not \n, so the last line
+     * can be longer than any buffer: read it byte by byte, ending a line
+     * at either character, and keep the last figure. */
+    {
+        size_t n = 0;
+        int ch;
 
-        if (!s)
-            continue;
-        *s = '\0';
-        q = strrchr(line, ':');
-        if (q)
-            best = atof(q + 1);
+        while ((ch = fgetc(p)) != EOF) {
+            char *s, *q;
+
+            if (ch != '\r' && ch != '\n') {
+                if (n < sizeof(line) - 1)
+                    line[n++] = (char)ch;
+                continue;
+            }
+            line[n] = '\0';
+            n = 0;
+            s = strstr(line, "requests per second");
+            if (!s)
+                continue;
+            *s = '\0';
+            q = strrchr(line, ':');
+            if (q)
+                best = atof(q + 1);
+        }
     }
     pclose(p);
     return best;
