@@ -23,15 +23,6 @@
 #include <string.h>
 #include <time.h>
 
-/* A test case with the pool fixture and a timeout (a hang fails fast). */
-static TCase *tcase(const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout);
-    tu_pool_fixture(tc);
-    return tc;
-}
-
 /* ---- amap: every result once, close waits ---------------------------- */
 
 START_TEST(test_amap_each_result_once)
@@ -579,7 +570,7 @@ Suite *amap_suite(void)
     Suite *s = suite_create("amap");
     TCase *tc;
 
-    tc = tcase("amap", 10);
+    tc = tu_tcase("amap", 10);
     tcase_add_test(tc, test_amap_each_result_once);
     tcase_add_test(tc, test_amap_index_may_be_null);
     tcase_add_test(tc, test_amap_empty);
@@ -588,20 +579,20 @@ Suite *amap_suite(void)
     tcase_add_test(tc, test_amap_close_at_every_point);
         suite_add_tcase(s, tc);
 
-    tc = tcase("amap_failure", 10);
+    tc = tu_tcase("amap_failure", 10);
     tcase_add_test(tc, test_amap_failure_surfaces);
     tcase_add_test(tc, test_amap_close_reports_unread_failure);
     tcase_add_test(tc, test_amap_results_after_failure);
         suite_add_tcase(s, tc);
 
-    tc = tcase("amap_cancel", 10);
+    tc = tu_tcase("amap_cancel", 10);
     tcase_add_test(tc, test_amap_cancel_at_every_point);
     tcase_add_test(tc, test_amap_cancel_after_end);
     tcase_add_test(tc, test_amap_cancel_wakes_blocked_next);
     tcase_add_test(tc, test_amap_close_after_cancel_waits_only_running);
         suite_add_tcase(s, tc);
 
-    tc = tcase("amap_races", 60);
+    tc = tu_tcase("amap_races", 60);
     tcase_add_test(tc, test_amap_close_early_races);
         suite_add_tcase(s, tc);
 

@@ -24,15 +24,6 @@
 #include <string.h>
 #include <time.h>
 
-/* A test case with the pool fixture and a timeout (a hang fails fast). */
-static TCase *tcase(const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout);
-    tu_pool_fixture(tc);
-    return tc;
-}
-
 /* ---- run_on_each, run_all and pools ----------------------------------------- */
 
 /* Option sets that are all invalid. */
@@ -393,13 +384,13 @@ Suite *args_suite(void)
     Suite *s = suite_create("args");
     TCase *tc;
 
-    tc = tcase("pool_and_run", 30);
+    tc = tu_tcase("pool_and_run", 30);
     tcase_add_test(tc, test_bad_args_run_on_each);
     tcase_add_test(tc, test_bad_args_run_all);
     tcase_add_test(tc, test_bad_args_pool);
     suite_add_tcase(s, tc);
 
-    tc = tcase("stream", 10);
+    tc = tu_tcase("stream", 10);
     tcase_add_test(tc, test_amap_open_bad_arguments);
     tcase_add_test(tc, test_amap_source_bad_arguments);
     tcase_add_test(tc, test_amap_iterator_bad_arguments);
@@ -409,7 +400,7 @@ Suite *args_suite(void)
     tcase_add_test(tc, test_bad_retry_delays);
         suite_add_tcase(s, tc);
 
-    tc = tcase("limiter", 30);
+    tc = tu_tcase("limiter", 30);
     tcase_add_test(tc, test_limiter_bad_args);
     suite_add_tcase(s, tc);
 

@@ -23,15 +23,6 @@
 #include <string.h>
 #include <time.h>
 
-/* A test case with the pool fixture and a timeout (a hang fails fast). */
-static TCase *tcase(const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout);
-    tu_pool_fixture(tc);
-    return tc;
-}
-
 /* ---- cancellation primitives -------------------------------------------- */
 
 START_TEST(test_sleep_outside_job)
@@ -202,7 +193,7 @@ Suite *cancel_suite(void)
     Suite *s = suite_create("cancel");
     TCase *tc;
 
-    tc = tcase("cancellation", 10);
+    tc = tu_tcase("cancellation", 10);
     tcase_add_test(tc, test_sleep_outside_job);
     tcase_add_test(tc, test_cancel_fd_outside_job);
     tcase_add_test(tc, test_sleep_in_job_runs_full);

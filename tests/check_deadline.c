@@ -23,15 +23,6 @@
 #include <string.h>
 #include <time.h>
 
-/* A test case with the pool fixture and a timeout (a hang fails fast). */
-static TCase *tcase(const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout);
-    tu_pool_fixture(tc);
-    return tc;
-}
-
 /* ---- deadlines ------------------------------------------------------------ */
 
 START_TEST(test_deadline_run_on_each)
@@ -254,7 +245,7 @@ Suite *deadline_suite(void)
     Suite *s = suite_create("deadline");
     TCase *tc;
 
-    tc = tcase("deadline", 10);
+    tc = tu_tcase("deadline", 10);
     tcase_add_test(tc, test_deadline_run_on_each);
     tcase_add_test(tc, test_deadline_stops_starts);
     tcase_add_test(tc, test_deadline_caller_runs_no_job);

@@ -23,15 +23,6 @@
 #include <string.h>
 #include <time.h>
 
-/* A test case with the pool fixture and a timeout (a hang fails fast). */
-static TCase *tcase(const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout);
-    tu_pool_fixture(tc);
-    return tc;
-}
-
 /* ---- amap: backpressure ------------------------------------------------ */
 
 /* A consumer that does not read stops the call once max_buffered results
@@ -205,12 +196,12 @@ Suite *ordered_suite(void)
     Suite *s = suite_create("ordered");
     TCase *tc;
 
-    tc = tcase("backpressure", 10);
+    tc = tu_tcase("backpressure", 10);
     tcase_add_test(tc, test_amap_backpressure);
     tcase_add_test(tc, test_amap_ordered_backpressure);
         suite_add_tcase(s, tc);
 
-    tc = tcase("ordered", 10);
+    tc = tu_tcase("ordered", 10);
     tcase_add_test(tc, test_amap_ordered_in_input_order);
     tcase_add_test(tc, test_amap_ordered_streams_early);
     tcase_add_test(tc, test_amap_ordered_failure);

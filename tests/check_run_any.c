@@ -23,15 +23,6 @@
 #include <string.h>
 #include <time.h>
 
-/* A test case with the pool fixture and a timeout (a hang fails fast). */
-static TCase *tcase(const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout);
-    tu_pool_fixture(tc);
-    return tc;
-}
-
 /* ---- run_any -------------------------------------------------------- */
 
 /* aiometer's own: run_any of [slow, fast] returns fast, and does not wait
@@ -269,7 +260,7 @@ Suite *run_any_suite(void)
     Suite *s = suite_create("run_any");
     TCase *tc;
 
-    tc = tcase("run_any", 10);
+    tc = tu_tcase("run_any", 10);
     tcase_add_test(tc, test_run_any_slow_fast);
     tcase_add_test(tc, test_run_any_waits_for_running_losers);
     tcase_add_test(tc, test_run_any_skips_failures);
@@ -282,7 +273,7 @@ Suite *run_any_suite(void)
 
     /* Its bound on the return time holds natively and under the sanitizers,
      * not under valgrind, which runs CK_EXCLUDE_TAGS=timing. */
-    tc = tcase("run_any_timing", 10);
+    tc = tu_tcase("run_any_timing", 10);
     tcase_set_tags(tc, "timing");
     tcase_add_test(tc, test_run_any_many_sleepers);
         suite_add_tcase(s, tc);

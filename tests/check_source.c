@@ -23,15 +23,6 @@
 #include <string.h>
 #include <time.h>
 
-/* A test case with the pool fixture and a timeout (a hang fails fast). */
-static TCase *tcase(const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, timeout);
-    tu_pool_fixture(tc);
-    return tc;
-}
-
 /* ---- lazy sources ------------------------------------------------------- */
 
 START_TEST(test_source_runs_every_item)
@@ -372,7 +363,7 @@ Suite *source_suite(void)
     Suite *s = suite_create("source");
     TCase *tc;
 
-    tc = tcase("source", 10);
+    tc = tu_tcase("source", 10);
     tcase_add_test(tc, test_source_runs_every_item);
     tcase_add_test(tc, test_source_calls_not_concurrent);
     tcase_add_test(tc, test_source_pulled_lazily);

@@ -300,6 +300,15 @@ void tu_pool_fixture(TCase *tc)
     tcase_add_checked_fixture(tc, tu_pools_setup, tu_pools_teardown);
 }
 
+TCase *tu_tcase(const char *name, double timeout)
+{
+    TCase *tc = tcase_create(name);
+
+    tcase_set_timeout(tc, timeout);
+    tu_pool_fixture(tc);
+    return tc;
+}
+
 /* ---- probes and items: the streaming suites' jobs ---------------------------- */
 
 void probe_init(struct probe *p)

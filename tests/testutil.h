@@ -113,6 +113,8 @@ void *tu_thread_join(pthread_t t);
 aiometer_pool *tu_pool(size_t threads);
 /* Adds the checked fixture that owns tu_pool()'s pools to tc. */
 void tu_pool_fixture(TCase *tc);
+/* A test case with that fixture and a timeout (so a hang fails fast). */
+TCase *tu_tcase(const char *name, double timeout);
 
 /* Atomic loads under short names, so that a failed assertion reads
  * "ld(&c.calls) == 3" rather than the expansion of atomic_load. */
