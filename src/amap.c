@@ -20,8 +20,17 @@
 #define AIOMETER__AMAP_SLOT_BUFFER 4
 #define AIOMETER__AMAP_MIN_BUFFER 256
 
-/* Results the consumer takes from the queue per lock hold, at most. */
+/* Results the consumer takes from the queue per lock hold, at most.  It
+ * must fit the 16-bit fields of take_state below. */
 #define AIOMETER__AMAP_TAKE 64
+
+/* The take buffer's state word: (generation << 32) | (head << 16) | end.
+ * Results [head, end) are waiting; the generation changes on every fill. */
+#define TAKE_STATE(gen, head, end)                                                         \
+    (((uint64_t)(gen) << 32) | ((uint64_t)(head) << 16) | (uint64_t)(end))
+#define TAKE_HEAD(s) ((size_t)(((s) >> 16) & 0xffff))
+#define TAKE_END(s) ((size_t)((s)&0xffff))
+#define TAKE_GEN(s) ((uint32_t)((s) >> 32))
 
 struct aiometer_amap {
     struct aiometer__call call;
@@ -35,16 +44,22 @@ struct aiometer_amap {
     int tiny;
     atomic_size_t batch;
     /* Results taken from the queue in one hold of the call's lock and not
-     * yet handed out, guarded by take_lock, so that several threads may
-     * consume at once and each result still goes to exactly one of them.
-     * take_lock is the innermost lock: taken alone (a result from the
-     * buffer costs no trip through the busy call lock) or under the call's
-     * lock, never the other way round. */
-    pthread_mutex_t take_lock;
-    size_t l_head, l_count;
-    void *l_result[AIOMETER__AMAP_TAKE];
-    size_t l_index[AIOMETER__AMAP_TAKE];
-    int l_err[AIOMETER__AMAP_TAKE]; /* keep_going: a failure in place of a result */
+     * yet handed out.  Several threads may consume at once, and each result
+     * still goes to exactly one of them, without a lock per result (a
+     * mutex's lock and unlock were 40 % of W7's time, bench/README):
+     * - Only a holder of the call's lock fills the buffer, and only when it
+     *   is empty (head == end): it stores the slots, then publishes a new
+     *   state with the next generation (release).
+     * - A consumer reads the state (acquire), then the slot at head, then
+     *   moves head on with a compare-and-swap of the whole state word.  If
+     *   the buffer was refilled meanwhile the generation differs and the
+     *   swap fails, so a slot read during a refill is never handed out.
+     * The slots are atomics (relaxed) because such a read may overlap a
+     * refill's writes. */
+    _Atomic uint64_t take_state;
+    _Atomic(void *) l_result[AIOMETER__AMAP_TAKE];
+    atomic_size_t l_index[AIOMETER__AMAP_TAKE];
+    atomic_int l_err[AIOMETER__AMAP_TAKE]; /* keep_going: a failure in place of a result */
 };
 
 /* Open an iterator over n jobs fn(args[i]), or over a lazy source when
@@ -85,13 +100,7 @@ static int amap_open(aiometer_amap **out, aiometer_fn fn, void *const args[], si
         aiometer__free(it);
         return err;
     }
-    err = aiometer__mutex_init(&it->take_lock);
-    if (err) {
-        aiometer__cq_destroy(&it->cq);
-        aiometer__call_undo_init(c);
-        aiometer__free(it);
-        return err == ENOMEM ? ENOMEM : EAGAIN;
-    }
+    atomic_init(&it->take_state, TAKE_STATE(0, 0, 0));
     c->cq = &it->cq;
     /* The consumer runs a job only from inside aiometer_amap_next(). */
     c->caller_runs = 0;
@@ -195,20 +204,53 @@ static size_t consumer_batch(aiometer_amap *it)
  * 0 with nothing done. */
 static int take_buffered(aiometer_amap *it, void **result, size_t *index, int *ret)
 {
-    int took = 0;
+    uint64_t s = atomic_load_explicit(&it->take_state, memory_order_acquire);
 
-    aiometer__lock(&it->take_lock);
-    if (it->l_count) {
-        *result = it->l_result[it->l_head];
-        if (index)
-            *index = it->l_index[it->l_head];
-        *ret = it->l_err[it->l_head];
-        it->l_head++;
-        it->l_count--;
-        took = 1;
+    for (;;) {
+        size_t h = TAKE_HEAD(s);
+        void *r;
+        size_t i;
+        int e;
+
+        if (h == TAKE_END(s))
+            return 0;
+        r = atomic_load_explicit(&it->l_result[h], memory_order_relaxed);
+        i = atomic_load_explicit(&it->l_index[h], memory_order_relaxed);
+        e = atomic_load_explicit(&it->l_err[h], memory_order_relaxed);
+        /* Release as well as acquire: the slot reads above must come
+         * before the swap that claims them (see take_state).  On failure
+         * s is reloaded and the loop tries again. */
+        if (atomic_compare_exchange_weak_explicit(&it->take_state, &s, s + ((uint64_t)1 << 16),
+                                                  memory_order_acq_rel, memory_order_acquire)) {
+            *result = r;
+            if (index)
+                *index = i;
+            *ret = e;
+            return 1;
+        }
     }
-    aiometer__unlock(&it->take_lock);
-    return took;
+}
+
+/* With the call's lock held and the take buffer empty: move up to
+ * AIOMETER__AMAP_TAKE ready results from the queue into it. */
+static void fill_buffer(aiometer_amap *it)
+{
+    void *r[AIOMETER__AMAP_TAKE];
+    size_t idx[AIOMETER__AMAP_TAKE], n;
+    int e[AIOMETER__AMAP_TAKE];
+    uint64_t s = atomic_load_explicit(&it->take_state, memory_order_acquire);
+
+    n = aiometer__cq_pop_many(&it->cq, r, idx, e, AIOMETER__AMAP_TAKE);
+    if (n == 0)
+        return;
+    for (size_t k = 0; k < n; k++) {
+        atomic_store_explicit(&it->l_result[k], r[k], memory_order_relaxed);
+        atomic_store_explicit(&it->l_index[k], idx[k], memory_order_relaxed);
+        atomic_store_explicit(&it->l_err[k], e[k], memory_order_relaxed);
+    }
+    /* Empty, so no consumer can move head; only lock holders store. */
+    atomic_store_explicit(&it->take_state, TAKE_STATE(TAKE_GEN(s) + 1, 0, n),
+                          memory_order_release);
 }
 
 int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
@@ -254,11 +296,7 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
         if (aiometer__cq_pop(&it->cq, &r, &idx, &ret)) {
             /* Take what else is ready while we hold the lock.  The buffer
              * was empty just above, and only holders of c->lock fill it. */
-            aiometer__lock(&it->take_lock);
-            it->l_head = 0;
-            it->l_count = aiometer__cq_pop_many(&it->cq, it->l_result, it->l_index, it->l_err,
-                                                AIOMETER__AMAP_TAKE);
-            aiometer__unlock(&it->take_lock);
+            fill_buffer(it);
             wake_for_room_locked(it);
             /* With keep_going, ret may be a failed job's error, told with
              * its index; the stream goes on. */
@@ -315,7 +353,6 @@ int aiometer_amap_cancel(aiometer_amap *it)
 static void amap_free(aiometer_amap *it)
 {
     aiometer__cq_destroy(&it->cq);
-    pthread_mutex_destroy(&it->take_lock);
     aiometer__free(it);
 }
 
@@ -369,8 +406,10 @@ int aiometer_amap_close(aiometer_amap *it)
         /* Failures went through the queue: one not taken is still news. */
         if (it->cq.errs_undelivered)
             ret = c->err;
-        for (size_t i = 0; i < it->l_count && !ret; i++)
-            if (it->l_err[it->l_head + i])
+        uint64_t s = atomic_load(&it->take_state);
+
+        for (size_t i = TAKE_HEAD(s); i < TAKE_END(s) && !ret; i++)
+            if (atomic_load_explicit(&it->l_err[i], memory_order_relaxed))
                 ret = c->err;
         if (!ret && atomic_load(&c->stop) == AIOMETER__STOP_TIMEOUT && it->end != ETIMEDOUT)
             ret = ETIMEDOUT;
