@@ -45,6 +45,9 @@
 /* Work left below this is not worth a wake-up: about what a woken thread
  * takes to arrive on this 2-core machine (35-60 us, bench/README). */
 #define AIOMETER__RECRUIT_NS 40000
+/* A consumer's batch of fewer jobs than this, and shorter than
+ * AIOMETER__RECRUIT_NS, does not decide on helpers (see handoff_batch). */
+#define AIOMETER__JUDGE_JOBS 8
 /* A job this long gets helpers before it starts (no alone phase). */
 #define AIOMETER__LONG_JOB_NS 20000
 
@@ -108,19 +111,38 @@ int aiometer__handoff_alone(struct aiometer__call *c, size_t helpers)
 
 void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uint64_t min_job_ns)
 {
-    uint64_t per_job = k ? d / k : d, left;
+    uint64_t per_job = k ? d / k : d, left, known = UINT64_MAX;
     size_t helpers, next;
+    int learn = atomic_load_explicit(&c->learn, memory_order_relaxed);
 
+    /* What the table said before this batch: the doubt below compares
+     * against it, not against this batch's own figure, which the learning
+     * just below may have put in the table.  (It did: the first job of an
+     * amap opened after the machine idled for 50 ms took over 1 us, the
+     * table took that as the truth, and the consumer of W7's ~3 ns jobs
+     * posted helpers at once: 32.6 ns/job instead of 16.9, bench/README.) */
+    if (learn || atomic_load_explicit(&c->recruit, memory_order_relaxed))
+        known = hint_get(job_fn(c));
     /* The first batch a participant ends tells the table how long this
      * function's jobs take (batches start at one job, so that is the time
      * of one job). */
-    if (atomic_load_explicit(&c->learn, memory_order_relaxed) &&
-        atomic_exchange_explicit(&c->learn, 0, memory_order_relaxed))
+    if (learn && atomic_exchange_explicit(&c->learn, 0, memory_order_relaxed))
         hint_put(job_fn(c), per_job);
     if (!atomic_load_explicit(&c->recruit, memory_order_relaxed))
         return;
     /* Only the caller or a consumer gets here (see the invariant above). */
-    if (per_job < min_job_ns)
+    if (per_job < min_job_ns) {
+        /* A fast batch clears a doubt raised by a slow one before it. */
+        atomic_store_explicit(&c->recruit_doubt, 0, memory_order_relaxed);
+        return;
+    }
+    /* A consumer's first batches (1, 2, 4 jobs) are too short to judge a
+     * job by right after the machine idled: cold caches and a vCPU waking
+     * up made W7's jobs of ~3 ns look like 1-5 us for a few batches, and
+     * the consumer posted helpers each time.  So a few jobs must take as
+     * long as a helper's arrival, or the batch must have grown to
+     * AIOMETER__JUDGE_JOBS jobs, before they count. */
+    if (min_job_ns && k < AIOMETER__JUDGE_JOBS && d < AIOMETER__RECRUIT_NS)
         return;
     if (c->source) {
         /* A source does not say how much is left: post once the caller
@@ -141,7 +163,7 @@ void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uin
      * job as the table says must be confirmed by the next one before the
      * call is posted; jobs that really became slower wait one batch for
      * their helpers, never more. */
-    if (per_job > 2 * hint_get(job_fn(c)) &&
+    if ((known == UINT64_MAX || per_job > 2 * known) &&
         !atomic_exchange_explicit(&c->recruit_doubt, 1, memory_order_relaxed))
         return;
     helpers = atomic_exchange_explicit(&c->recruit, 0, memory_order_relaxed);
