@@ -303,10 +303,13 @@ static void drain_amap(struct call *c, aiometer_amap *it, int ordered, size_t ca
         int end = rc;
         ran_count(c, &fails_ran);
         rc = aiometer_amap_close(it);
+        /* The source's own error (ENOSPC here) is such a failure too. */
         REL_CHECK(rc == 0 ||
-                      (rc == EIO && !errors && fails_ran > 0 && end != AIOMETER_DONE),
+                      (rc == EIO && !errors && fails_ran > 0 && end != AIOMETER_DONE) ||
+                      (rc == ENOSPC && !errors && c->source_err != SIZE_MAX &&
+                       end != AIOMETER_DONE),
                   "amap_close after the end (%d) returned %d", end, rc);
-        if (rc == EIO)
+        if (rc == EIO || rc == ENOSPC)
             t->late_failures++;
     }
     t->jobs += (long)ran_count(c, &fails_ran);
