@@ -16,14 +16,17 @@ holds "$span >= 1.80 && $span <= 2.10" ||
 # Evenly spaced (burst 1), not in bunches: the median gap is 1/20 s, and any
 # ten starts in a row span 9/20 s.  The starts are the commands' own, after
 # spawn and exec, so a loaded machine can make a single gap short (one start
-# late, the next on time); the tolerances allow for that, not for bunching.
+# late, the next on time), and a stall of the whole machine makes a run of
+# them late: ten starts once spanned 0.19 s at load 5 on 2 cores (a bunch
+# of five late ones, then the rest on time).  The tolerances allow for that,
+# not for bunching, where ten starts span next to nothing.
 awk 'NR > 1 { print $1 - prev } { prev = $1 }' sorted | sort -g |
     awk '{ g[NR] = $1 } END { m = g[int((NR + 1) / 2)]; printf "median gap %.4f s\n", m
                              exit !(m > 0.045 && m < 0.055) }' ||
     eco_fail "the median gap between starts is not 1/20 s"
-awk '{ s[NR] = $1 } END { for (i = 10; i <= NR; i++) if (s[i] - s[i - 9] < 0.30) {
+awk '{ s[NR] = $1 } END { for (i = 10; i <= NR; i++) if (s[i] - s[i - 9] < 0.15) {
          printf "starts %d..%d span %.3f s\n", i - 9, i, s[i] - s[i - 9]; bad = 1 }
-     exit bad }' sorted || eco_fail "ten starts in a row within less than 0.30 s (ideal 0.45)"
+     exit bad }' sorted || eco_fail "ten starts in a row within less than 0.15 s (ideal 0.45)"
 holds "$t < 3.5" || eco_fail "the run took $t s"
 
 # --burst 10: the first ten start at once, then the other 20 one every
