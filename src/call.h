@@ -387,6 +387,10 @@ struct aiometer__ctx {
     struct aiometer__sink *sink;
     int in_batch;  /* counted in c->running */
     int in_job;    /* fn is running: job `index` */
+    /* In a plain batch (jobloop.c, run_plain_batch): its first index, and
+     * how many of its jobs went through job_outcome. */
+    int in_plain;
+    size_t plain_first, plain_outcomes;
     int in_source; /* the source is running: c->source_lock is held */
     int slot;      /* holds a running slot of the call's limiter */
     const char *key; /* the job's key, for a per-key limiter, or NULL */

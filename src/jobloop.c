@@ -191,30 +191,72 @@ static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct 
 
 /* A batch of a call with nothing to do around its jobs but run them (no
  * limiter, no keys, no rate, no progress reports, no errors array).  W1's
- * tiny jobs spend most of their time here, so this loop does per job only
- * what run_job does in that case, with the same effect (callgrind: 126
- * instructions per tiny job in all before, 55 with this loop; bench/README).
+ * tiny jobs spend most of their time here, so the loops below do per job
+ * only what run_job does in that case, with the same effect, and leave to
+ * the batch what can be done once for it (callgrind: 126 instructions per
+ * tiny job in all before the plain loop, 55 with it, and 17 with the
+ * per-batch counts and run_all's own loop; bench/README):
+ *   - ctx->in_job stays set for the whole batch: between two jobs nothing
+ *     runs that could end the thread (job_outcome calls no user code
+ *     here), so participant_unwound still fails job ctx->index;
+ *   - the started and completed counts are added when the batch ends;
+ *     participant_unwound adds those of a batch cut short from
+ *     plain_first, the index and plain_outcomes (the jobs that went
+ *     through job_outcome, which counted them itself);
+ *   - the loops keep the job's inputs and outputs in registers: a job
+ *     cannot change them (it may only call the job-side functions, which
+ *     write ctx, and ctx is read again after each job).
  * A job that fails, asks for a retry or drops its result goes through
- * job_outcome as in run_job; once the call stops, the rest of the batch goes
- * through run_job, which skips them. */
-static void run_plain_batch(struct aiometer__call *c, struct aiometer__ctx *ctx,
-                            struct aiometer__local *L, size_t first, size_t k, void **sargs,
-                            struct aiometer__sink *sink)
+ * job_outcome as in run_job; once the call stops, the rest of the batch
+ * goes through run_job, which skips them. */
+
+/* Called rarely: job j called aiometer_fail or aiometer_retry. */
+static void plain_outcome(struct aiometer__call *c, struct aiometer__ctx *ctx, size_t j, void *r,
+                          void *source_arg)
+{
+    ctx->plain_outcomes++;
+    job_outcome(c, ctx, ctx->L, j, r, source_arg, ctx->sink);
+    ctx->fail_err = ctx->retry_err = ctx->drop = 0;
+}
+
+/* run_all: the result goes straight to results[j], as all_result would put
+ * it, without a call through the policy per job.  Returns the index of the
+ * first job not run (end unless the call stopped). */
+static size_t plain_all_loop(struct aiometer__call *c, struct aiometer__ctx *ctx, size_t j,
+                             size_t end)
+{
+    const aiometer_job *jobs = c->jobs;
+    void **results = c->results;
+
+    for (; j < end; j++) {
+        void *r;
+
+        /* Relaxed, as in run_job. */
+        if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
+            break;
+        ctx->index = j;
+        r = jobs[j].fn(jobs[j].arg);
+        if (ctx->fail_err | ctx->retry_err | ctx->drop) {
+            plain_outcome(c, ctx, j, r, NULL);
+            continue;
+        }
+        results[j] = r;
+    }
+    return j;
+}
+
+/* Any other policy, and lazy sources (arguments in sargs). */
+static size_t plain_loop(struct aiometer__call *c, struct aiometer__ctx *ctx, size_t first,
+                         size_t end, void **sargs)
 {
     void (*result)(struct aiometer__call *, size_t, void *, struct aiometer__sink *) =
         c->policy->result;
-    size_t j, end = first + k;
+    size_t j;
 
-    /* run_job leaves these as the last job set them; a plain job starts
-     * with them clear, and job_outcome's cases below put them back. */
-    ctx->fail_err = ctx->retry_err = ctx->drop = 0;
-    ctx->attempt = 0;
-    ctx->key = NULL;
     for (j = first; j < end; j++) {
         aiometer_fn fn;
         void *arg, *r;
 
-        /* Relaxed, as in run_job. */
         if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
             break;
         ctx->index = j;
@@ -225,19 +267,41 @@ static void run_plain_batch(struct aiometer__call *c, struct aiometer__ctx *ctx,
             fn = c->fn;
             arg = sargs ? sargs[j - first] : c->args[j];
         }
-        L->started++;
-        ctx->in_job = 1;
         r = fn(arg);
-        ctx->in_job = 0;
         if (ctx->fail_err | ctx->retry_err | ctx->drop) {
-            job_outcome(c, ctx, L, j, r, sargs ? arg : NULL, sink);
-            ctx->fail_err = ctx->retry_err = ctx->drop = 0;
+            plain_outcome(c, ctx, j, r, sargs ? arg : NULL);
             continue;
         }
-        L->completed++;
         if (result)
-            result(c, j, r, sink);
+            result(c, j, r, ctx->sink);
     }
+    return j;
+}
+
+static void run_plain_batch(struct aiometer__call *c, struct aiometer__ctx *ctx,
+                            struct aiometer__local *L, size_t first, size_t k, void **sargs,
+                            struct aiometer__sink *sink)
+{
+    size_t j, end = first + k;
+
+    /* run_job leaves these as the last job set them; a plain job starts
+     * with them clear, and plain_outcome puts them back. */
+    ctx->fail_err = ctx->retry_err = ctx->drop = 0;
+    ctx->attempt = 0;
+    ctx->key = NULL;
+    ctx->plain_first = first;
+    ctx->plain_outcomes = 0;
+    ctx->index = first;
+    ctx->in_plain = 1;
+    ctx->in_job = 1;
+    if (c->policy == &aiometer__policy_all && c->jobs)
+        j = plain_all_loop(c, ctx, first, end);
+    else
+        j = plain_loop(c, ctx, first, end, sargs);
+    ctx->in_job = 0;
+    ctx->in_plain = 0;
+    L->started += j - first;
+    L->completed += j - first - ctx->plain_outcomes;
     for (; j < end; j++)
         run_job(c, ctx, L, j, sargs ? sargs[j - first] : NULL, 0, sink, NULL);
 }
@@ -280,6 +344,13 @@ static void participant_unwound(void *arg)
     struct aiometer__call *c = ctx->call;
 
     aiometer__tls = ctx->prev;
+    if (ctx->in_plain) {
+        /* A plain batch counts its jobs when it ends (run_plain_batch):
+         * those before this one have started, and completed unless
+         * job_outcome counted them; this one has started. */
+        ctx->L->started += ctx->index - ctx->plain_first + 1;
+        ctx->L->completed += ctx->index - ctx->plain_first - ctx->plain_outcomes;
+    }
     if (ctx->in_source)
         aiometer__unlock(&c->source_lock);
     if (ctx->in_job) {
