@@ -47,6 +47,13 @@
 #define AIOMETER__RECRUIT_NS 40000
 /* A job this long gets helpers before it starts (no alone phase). */
 #define AIOMETER__LONG_JOB_NS 20000
+/* A batch shorter than this says more about the clock reads and the claim
+ * around it than about its jobs: a first batch of one tiny job takes 30-60
+ * ns here for ~2 ns of work, and 10,000 such jobs (~20 us, less than a
+ * helper needs to come) looked like 500 us of work and posted.  The next
+ * batch, up to 16 times larger (jobloop.c), tells; so a caller recruits at
+ * most one batch of at most AIOMETER__BATCH_GROW_NS (20 us) later. */
+#define AIOMETER__MEASURE_NS 1000
 
 /* The table of job functions' times, direct-mapped by the function's
  * address.  Each entry is one word, the address's tag in the high half and
@@ -120,7 +127,7 @@ void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uin
     if (!atomic_load_explicit(&c->recruit, memory_order_relaxed))
         return;
     /* Only the caller or a consumer gets here (see the invariant above). */
-    if (per_job < min_job_ns)
+    if (per_job < min_job_ns || d < AIOMETER__MEASURE_NS)
         return;
     if (c->source) {
         /* A source does not say how much is left: post once the caller

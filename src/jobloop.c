@@ -35,7 +35,17 @@ static void register_atfork(void)
  * batch, up to AIOMETER__BATCH_MAX, and halves it again when a batch takes longer
  * than AIOMETER__BATCH_SHRINK_NS.  So tiny jobs cost one atomic operation per
  * hundreds of jobs, while a slow job holds back at most the few jobs that
- * were claimed with it when jobs were still fast. */
+ * were claimed with it when jobs were still fast.
+ *
+ * A batch that took a small part of AIOMETER__BATCH_GROW_NS doubles up to
+ * AIOMETER__BATCH_LEAP times at once, as long as the larger batch would
+ * still take less than that at the same time per job: tiny jobs go 1, 16,
+ * 256, 1024 instead of 1, 2, 4, ... 1024.  Each batch costs a claim, two
+ * atomic operations for peak_running, a clock read and the hand-off check,
+ * and a call of 1,000 tiny jobs (~2 us of work) ran 33 of them, about 1 ns
+ * per job (bench/README, issue 16).  A slow job still holds back at most
+ * the jobs claimed with it while jobs were fast. */
+#define AIOMETER__BATCH_LEAP 4
 #define AIOMETER__BATCH_MAX 1024
 #define AIOMETER__BATCH_GROW_NS 20000
 #define AIOMETER__BATCH_SHRINK_NS 100000
@@ -409,7 +419,11 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
      * jobs (retry.h) counts on one claim per participant. */
     int adaptive = !rated && !one && !c->rq.cap;
     int plain = !rated && !c->capped && !c->keyed && !c->progress && !c->errors;
+    /* Alone: a caller with helpers still to recruit (handoff.c), so no
+     * other participant can be at work (only adaptive loops ask). */
+    int alone = adaptive && atomic_load_explicit(&c->recruit, memory_order_relaxed) != 0;
     size_t batch = 1, claimed = 0;
+    uint64_t t_end = 0; /* when the last adaptive batch ended (0: none yet) */
     void *sargs[AIOMETER__SOURCE_BATCH];
     /* Batches stay within what the source buffer and the sink hold. */
     size_t max_batch = c->source || c->cq ? AIOMETER__SOURCE_BATCH : AIOMETER__BATCH_MAX;
@@ -430,7 +444,11 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
             k = aiometer__claim_source(c, batch, !one, &first, sargs);
         } else {
             size_t want = one ? batch : 1;
-            if (adaptive) {
+            if (adaptive && alone) {
+                /* No one to share the end with: the fair share below
+                 * would only cut the end into ever smaller batches. */
+                want = batch;
+            } else if (adaptive) {
                 /* Leave enough unclaimed for the others to share the end.
                  * Relaxed: a stale count only makes the batch a little
                  * larger or smaller; the claim itself is exact. */
@@ -457,10 +475,18 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
             continue;
         }
         claimed += k;
-        note_running(c);
-        ctx->in_batch = 1;
+        if (alone && atomic_load_explicit(&c->peak, memory_order_relaxed) != 0) {
+            /* Alone, running is 0 or 1 and peak is already 1: the batch
+             * leaves both alone (in_batch stays 0, so an unwinding thread
+             * does not take back what it did not add). */
+        } else {
+            note_running(c);
+            ctx->in_batch = 1;
+        }
+        /* The last batch's end is this one's start: the claim in between
+         * is part of the batch's cost. */
         if (adaptive)
-            t0 = aiometer__now_ns();
+            t0 = t_end ? t_end : aiometer__now_ns();
         if (plain)
             run_plain_batch(c, ctx, L, first, k, c->source ? sargs : NULL, sink);
         else
@@ -468,15 +494,28 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
                 run_job(c, ctx, L, j, c->source ? sargs[j - first] : NULL, rated, sink, NULL);
         if (c->policy->flush)
             c->policy->flush(c, sink);
-        atomic_fetch_sub(&c->running, 1);
-        ctx->in_batch = 0;
+        if (ctx->in_batch) {
+            atomic_fetch_sub(&c->running, 1);
+            ctx->in_batch = 0;
+        }
         if (adaptive) {
-            uint64_t d = aiometer__now_ns() - t0;
+            uint64_t d;
+            int leap;
+
+            t_end = aiometer__now_ns();
+            d = t_end - t0;
             aiometer__handoff_batch(c, k, d, 0);
-            if (d < AIOMETER__BATCH_GROW_NS && batch < max_batch)
-                batch *= 2;
-            else if (d > AIOMETER__BATCH_SHRINK_NS && batch > 1)
+            if (d > AIOMETER__BATCH_SHRINK_NS && batch > 1)
                 batch /= 2;
+            for (leap = 0; leap < AIOMETER__BATCH_LEAP && d < AIOMETER__BATCH_GROW_NS &&
+                           batch < max_batch;
+                 leap++) {
+                batch *= 2;
+                d *= 2;
+            }
+            /* The caller is alone while it has helpers left to recruit
+             * (handoff.c); once it posts, they may come at any time. */
+            alone = atomic_load_explicit(&c->recruit, memory_order_relaxed) != 0;
         }
         if (one)
             break;
