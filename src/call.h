@@ -242,6 +242,18 @@ void aiometer__call_wait(struct aiometer__call *c);
  * aiometer__call_verdict(). */
 int aiometer__call_finish(struct aiometer__call *c);
 
+/* The condition variables a call has (call_init makes only those its
+ * entry point and options can use): space_cv for an amap, retry_cv and
+ * retry_timer_cv with retries or a per-key limiter. */
+static inline int aiometer__call_has_space_cv(const struct aiometer__call *c)
+{
+    return c->policy == &aiometer__policy_stream;
+}
+static inline int aiometer__call_has_retry_cvs(const struct aiometer__call *c)
+{
+    return c->retries || c->keyed;
+}
+
 /* Undo aiometer__call_init() alone, for a call that never began. */
 void aiometer__call_undo_init(struct aiometer__call *c);
 

@@ -171,7 +171,8 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
         size_t first = 0, k = 0, j;
         uint64_t t0 = 0;
         struct aiometer__retry re;
-        int due = aiometer__retry_next(c, &re, 1);
+        /* (Tested here first: without retries this is once per batch.) */
+        int due = c->rq.cap && aiometer__retry_next(c, &re, 1);
 
         if (due) {
             /* A parked job's next attempt comes before new work. */
@@ -194,7 +195,7 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
             k = aiometer__claim_array(c, want, !one, &first);
         }
         /* Nothing new: wait for the parked jobs, if they need us. */
-        if (!due && k == 0 && !aiometer__retry_next(c, &re, 0))
+        if (!due && k == 0 && !(c->rq.cap && aiometer__retry_next(c, &re, 0)))
             break;
         if (k == 0) {
             claimed++;
