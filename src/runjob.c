@@ -163,8 +163,9 @@ void aiometer__run_job(struct aiometer__call *c, struct aiometer__ctx *ctx,
  * tiny jobs spend most of their time here, so the loops below do per job
  * only what aiometer__run_job does in that case, with the same effect, and
  * leave to the batch what can be done once for it (callgrind: 126
- * instructions per tiny job in all before the plain loop, 55 with it, 17
- * with run_all's own loop and the per-batch counts; bench/README):
+ * instructions per tiny job in all before the plain loop, 55 with it, 33
+ * with run_all's own loop, the per-batch counts and fewer batches, of
+ * which 15 in this loop; bench/README):
  *   - ctx->in_job stays set for the whole batch: between two jobs nothing
  *     runs that could end the thread (job_outcome calls no user code
  *     here), so participant_unwound (jobloop.c) still fails job ctx->index;
