@@ -11,6 +11,7 @@
  *   call.c      a call's life: set-up, posting, helping, waiting, finishing
  *   claim.c     claiming job indices (the card's bounded queue)
  *   jobloop.c   the participants' loop that runs claimed jobs
+ *   runjob.c    running a job, and plain batches of jobs
  *   ratewait.c  waiting for the limiters before a job starts
  *   retry.c     jobs waiting out a backoff before their next attempt
  *   keywait.c   per-key limiters: jobs set aside until their key allows
@@ -40,6 +41,7 @@
 #include <stdint.h>
 
 struct aiometer__call;
+struct aiometer__ctx;
 
 /* A batch's results for a policy that hands them over under one lock hold
  * (amap): at most AIOMETER__SOURCE_BATCH of them. */
@@ -240,6 +242,18 @@ void aiometer__call_wait(struct aiometer__call *c);
  * aiometer__call_verdict(). */
 int aiometer__call_finish(struct aiometer__call *c);
 
+/* The condition variables a call has (call_init makes only those its
+ * entry point and options can use): space_cv for an amap, retry_cv and
+ * retry_timer_cv with retries or a per-key limiter. */
+static inline int aiometer__call_has_space_cv(const struct aiometer__call *c)
+{
+    return c->policy == &aiometer__policy_stream;
+}
+static inline int aiometer__call_has_retry_cvs(const struct aiometer__call *c)
+{
+    return c->retries || c->keyed;
+}
+
 /* Undo aiometer__call_init() alone, for a call that never began. */
 void aiometer__call_undo_init(struct aiometer__call *c);
 
@@ -294,6 +308,22 @@ size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wai
  * run them, and never wait for room (the amap consumer).  Returns the
  * number of jobs claimed. */
 size_t aiometer__call_work(struct aiometer__call *c, int one);
+
+/* ---- runjob.c ---- */
+
+/* Run job j once: its first attempt (re NULL), or a parked job that is due
+ * (re): the next attempt after a backoff, or a job that was set aside for
+ * its key.  source_arg: its argument, for a source; rated: it books a
+ * start first. */
+void aiometer__run_job(struct aiometer__call *c, struct aiometer__ctx *ctx,
+                       struct aiometer__local *L, size_t j, void *source_arg, int rated,
+                       struct aiometer__sink *sink, const struct aiometer__retry *re);
+/* Run the k jobs from first of a call with no limiter, key, rate, progress
+ * reports or errors array (a source's arguments in sargs, else NULL), as
+ * aiometer__run_job would one by one. */
+void aiometer__run_plain_batch(struct aiometer__call *c, struct aiometer__ctx *ctx,
+                               struct aiometer__local *L, size_t first, size_t k, void **sargs,
+                               struct aiometer__sink *sink);
 
 /* Job j has failed for good with err (r: what it returned, or NULL): fill
  * opts.errors, and hand the failure to the policy, or with keep_going
@@ -387,6 +417,10 @@ struct aiometer__ctx {
     struct aiometer__sink *sink;
     int in_batch;  /* counted in c->running */
     int in_job;    /* fn is running: job `index` */
+    /* In a plain batch (runjob.c, aiometer__run_plain_batch): its first index, and
+     * how many of its jobs went through job_outcome. */
+    int in_plain;
+    size_t plain_first, plain_outcomes;
     int in_source; /* the source is running: c->source_lock is held */
     int slot;      /* holds a running slot of the call's limiter */
     const char *key; /* the job's key, for a per-key limiter, or NULL */

@@ -33,10 +33,13 @@ void aiometer__call_stop_locked(struct aiometer__call *c, int reason, int err, s
      * waiting for room in the window (space_cv), and the caller or consumer
      * (done_cv). */
     pthread_cond_broadcast(&c->stop_cv);
-    pthread_cond_broadcast(&c->space_cv);
+    if (aiometer__call_has_space_cv(c))
+        pthread_cond_broadcast(&c->space_cv);
     pthread_cond_broadcast(&c->done_cv);
-    pthread_cond_broadcast(&c->retry_cv);
-    pthread_cond_broadcast(&c->retry_timer_cv);
+    if (aiometer__call_has_retry_cvs(c)) {
+        pthread_cond_broadcast(&c->retry_cv);
+        pthread_cond_broadcast(&c->retry_timer_cv);
+    }
     aiometer__cancel_fd_signal(c);
 }
 

@@ -50,6 +50,13 @@
 #define AIOMETER__JUDGE_JOBS 8
 /* A job this long gets helpers before it starts (no alone phase). */
 #define AIOMETER__LONG_JOB_NS 20000
+/* A batch shorter than this says more about the clock reads and the claim
+ * around it than about its jobs: a first batch of one tiny job takes 30-60
+ * ns here for ~2 ns of work, and 10,000 such jobs (~20 us, less than a
+ * helper needs to come) looked like 500 us of work and posted.  The next
+ * batch, up to 16 times larger (jobloop.c), tells; so a caller recruits at
+ * most one batch of at most AIOMETER__BATCH_GROW_NS (20 us) later. */
+#define AIOMETER__MEASURE_NS 1000
 
 /* The table of job functions' times, direct-mapped by the function's
  * address.  Each entry is one word, the address's tag in the high half and
@@ -136,6 +143,8 @@ void aiometer__handoff_batch(struct aiometer__call *c, size_t k, uint64_t d, uin
         atomic_store_explicit(&c->recruit_doubt, 0, memory_order_relaxed);
         return;
     }
+    if (d < AIOMETER__MEASURE_NS)
+        return;
     /* A consumer's first batches (1, 2, 4 jobs) are too short to judge a
      * job by right after the machine idled: cold caches and a vCPU waking
      * up made W7's jobs of ~3 ns look like 1-5 us for a few batches, and

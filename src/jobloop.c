@@ -1,5 +1,6 @@
-/* jobloop.c - the participants' loop: claim a batch of jobs, run each one
- * (after its limiters allow it), hand its outcome to the call's policy. */
+/* jobloop.c - the participants' loop: claim a batch of jobs, run it
+ * (runjob.c runs each job), account for it, decide the next batch's size
+ * and whether helpers are wanted (handoff.c). */
 #include "config.h"
 #include "call.h"
 #include "clock.h"
@@ -35,212 +36,20 @@ static void register_atfork(void)
  * batch, up to AIOMETER__BATCH_MAX, and halves it again when a batch takes longer
  * than AIOMETER__BATCH_SHRINK_NS.  So tiny jobs cost one atomic operation per
  * hundreds of jobs, while a slow job holds back at most the few jobs that
- * were claimed with it when jobs were still fast. */
+ * were claimed with it when jobs were still fast.
+ *
+ * A batch that took a small part of AIOMETER__BATCH_GROW_NS doubles up to
+ * AIOMETER__BATCH_LEAP times at once, as long as the larger batch would
+ * still take less than that at the same time per job: tiny jobs go 1, 16,
+ * 256, 1024 instead of 1, 2, 4, ... 1024.  Each batch costs a claim, two
+ * atomic operations for peak_running, a clock read and the hand-off check,
+ * and a call of 1,000 tiny jobs (~2 us of work) ran 33 of them, about 1 ns
+ * per job (bench/README, issue 16).  A slow job still holds back at most
+ * the jobs claimed with it while jobs were fast. */
+#define AIOMETER__BATCH_LEAP 4
 #define AIOMETER__BATCH_MAX 1024
 #define AIOMETER__BATCH_GROW_NS 20000
 #define AIOMETER__BATCH_SHRINK_NS 100000
-
-void aiometer__job_failed(struct aiometer__call *c, size_t j, int err, void *r)
-{
-    const struct aiometer__policy *pol = c->policy;
-
-    if (c->errors)
-        c->errors[j] = err;
-    if (c->keep_going) {
-        /* The call goes on; what it returns in the end is the failure of
-         * the lowest index, whatever order the jobs failed in. */
-        aiometer__lock(&c->lock);
-        if (c->err == 0 || j < c->err_index) {
-            c->err = err;
-            c->err_index = j;
-        }
-        aiometer__unlock(&c->lock);
-        if (pol->kept_failure)
-            pol->kept_failure(c, j, err, r);
-    } else if (pol->failure) {
-        pol->failure(c, j, err, r);
-    }
-}
-
-/* Job j has failed for good with err without calling aiometer_fail (its
- * retries ran out after it was parked, or a stop cut its backoff short):
- * as aiometer_fail would, it stops the call unless the policy or
- * keep_going says the call goes on. */
-static void fail_for_good(struct aiometer__call *c, struct aiometer__local *L, size_t j, int err)
-{
-    L->failed++;
-    if (c->progress)
-        atomic_fetch_add(&c->p_failed, 1);
-    if (c->policy->fail_stops && !c->keep_going)
-        aiometer__call_stop(c, AIOMETER__STOP_FAILED, err, j);
-    aiometer__job_failed(c, j, err, NULL);
-}
-
-/* Give back the running slot the job holds on the call's limiter. */
-static void give_back(struct aiometer__call *c, struct aiometer__ctx *ctx)
-{
-    ctx->slot = 0;
-    c->shared->be.release(c->shared->state, ctx->key);
-    if (c->keyed)
-        aiometer__key_released(c, ctx->key);
-}
-
-/* What follows a job's return: its result, failure or retry goes to the
- * policy, and a running slot goes back. */
-static void job_outcome(struct aiometer__call *c, struct aiometer__ctx *ctx,
-                        struct aiometer__local *L, size_t j, void *r, void *source_arg,
-                        struct aiometer__sink *sink)
-{
-    const struct aiometer__policy *pol = c->policy;
-
-    if (ctx->drop)
-        r = NULL;
-    if (ctx->fail_err) {
-        L->failed++;
-        if (c->progress)
-            atomic_fetch_add(&c->p_failed, 1);
-        aiometer__job_failed(c, j, ctx->fail_err, r);
-    } else if (ctx->retry_err) {
-        /* The slot goes back before the backoff, not after it. */
-        if (ctx->slot)
-            give_back(c, ctx);
-        if (!aiometer__retry_park(c, j, source_arg, ctx->key, ctx->attempt + 1, ctx->retry_err,
-                                  ctx->retry_after))
-            fail_for_good(c, L, j, ctx->retry_err);
-    } else {
-        L->completed++;
-        if (c->progress)
-            atomic_fetch_add(&c->p_completed, 1);
-        if (c->errors)
-            c->errors[j] = 0;
-        if (pol->result)
-            pol->result(c, j, r, sink);
-    }
-    if (ctx->slot)
-        give_back(c, ctx);
-    if (c->progress)
-        aiometer__progress_tick(c);
-}
-
-/* Run job j once: its first attempt (re NULL), or a parked job that is due
- * (re): the next attempt after a backoff, or a job that was set aside for
- * its key. */
-static void run_job(struct aiometer__call *c, struct aiometer__ctx *ctx, struct aiometer__local *L,
-                    size_t j, void *source_arg, int rated, struct aiometer__sink *sink,
-                    const struct aiometer__retry *re)
-{
-    const struct aiometer__policy *pol = c->policy;
-    aiometer_fn fn;
-    void *arg, *r;
-    int ready = 1;
-
-    ctx->index = j;
-    ctx->key = NULL;
-    /* Relaxed: this is only a shortcut past jobs of a stopped call.  A job
-     * that sees a stale "going" starts as it would have a moment earlier;
-     * the claim that gave it out read stop with acquire. */
-    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
-        ready = -1;
-    else if (c->keyed)
-        ready = aiometer__key_ready(c, L, j, source_arg, re, &ctx->key, &ctx->slot);
-    else if ((c->capped && !(ctx->slot = aiometer__take_slot(c, j))) ||
-             (rated && !aiometer__wait_rate(c, L, j, 0)))
-        ready = -1;
-    if (ready == 0)
-        return; /* set aside until its key allows it */
-    if (ready < 0) {
-        if (ctx->slot)
-            give_back(c, ctx);
-        if (re && re->attempt > 0) {
-            /* Stopped between two attempts: the job ends with its last
-             * error. */
-            fail_for_good(c, L, j, re->err);
-            return;
-        }
-        if (c->errors)
-            c->errors[j] = ECANCELED;
-        if (pol->skip)
-            pol->skip(c, j);
-        return;
-    }
-    if (c->jobs) {
-        fn = c->jobs[j].fn;
-        arg = c->jobs[j].arg;
-    } else {
-        fn = c->fn;
-        arg = c->source ? source_arg : c->args[j];
-    }
-    if (re && re->attempt > 0) {
-        L->retried++;
-        if (c->progress)
-            atomic_fetch_add(&c->p_retried, 1);
-    } else {
-        L->started++;
-        if (c->progress)
-            atomic_fetch_add(&c->p_started, 1);
-    }
-    ctx->fail_err = 0;
-    ctx->attempt = re ? re->attempt : 0;
-    ctx->retry_err = 0;
-    ctx->drop = 0;
-    ctx->in_job = 1;
-    r = fn(arg);
-    ctx->in_job = 0;
-    job_outcome(c, ctx, L, j, r, source_arg, sink);
-}
-
-/* A batch of a call with nothing to do around its jobs but run them (no
- * limiter, no keys, no rate, no progress reports, no errors array).  W1's
- * tiny jobs spend most of their time here, so this loop does per job only
- * what run_job does in that case, with the same effect (callgrind: 126
- * instructions per tiny job in all before, 55 with this loop; bench/README).
- * A job that fails, asks for a retry or drops its result goes through
- * job_outcome as in run_job; once the call stops, the rest of the batch goes
- * through run_job, which skips them. */
-static void run_plain_batch(struct aiometer__call *c, struct aiometer__ctx *ctx,
-                            struct aiometer__local *L, size_t first, size_t k, void **sargs,
-                            struct aiometer__sink *sink)
-{
-    void (*result)(struct aiometer__call *, size_t, void *, struct aiometer__sink *) =
-        c->policy->result;
-    size_t j, end = first + k;
-
-    /* run_job leaves these as the last job set them; a plain job starts
-     * with them clear, and job_outcome's cases below put them back. */
-    ctx->fail_err = ctx->retry_err = ctx->drop = 0;
-    ctx->attempt = 0;
-    ctx->key = NULL;
-    for (j = first; j < end; j++) {
-        aiometer_fn fn;
-        void *arg, *r;
-
-        /* Relaxed, as in run_job. */
-        if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
-            break;
-        ctx->index = j;
-        if (c->jobs) {
-            fn = c->jobs[j].fn;
-            arg = c->jobs[j].arg;
-        } else {
-            fn = c->fn;
-            arg = sargs ? sargs[j - first] : c->args[j];
-        }
-        L->started++;
-        ctx->in_job = 1;
-        r = fn(arg);
-        ctx->in_job = 0;
-        if (ctx->fail_err | ctx->retry_err | ctx->drop) {
-            job_outcome(c, ctx, L, j, r, sargs ? arg : NULL, sink);
-            ctx->fail_err = ctx->retry_err = ctx->drop = 0;
-            continue;
-        }
-        L->completed++;
-        if (result)
-            result(c, j, r, sink);
-    }
-    for (; j < end; j++)
-        run_job(c, ctx, L, j, sargs ? sargs[j - first] : NULL, 0, sink, NULL);
-}
 
 static void note_running(struct aiometer__call *c)
 {
@@ -280,6 +89,13 @@ static void participant_unwound(void *arg)
     struct aiometer__call *c = ctx->call;
 
     aiometer__tls = ctx->prev;
+    if (ctx->in_plain) {
+        /* A plain batch counts its jobs when it ends (runjob.c):
+         * those before this one have started, and completed unless
+         * job_outcome counted them; this one has started. */
+        ctx->L->started += ctx->index - ctx->plain_first + 1;
+        ctx->L->completed += ctx->index - ctx->plain_first - ctx->plain_outcomes;
+    }
     if (ctx->in_source)
         aiometer__unlock(&c->source_lock);
     if (ctx->in_job) {
@@ -338,7 +154,11 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
      * jobs (retry.h) counts on one claim per participant. */
     int adaptive = !rated && !one && !c->rq.cap;
     int plain = !rated && !c->capped && !c->keyed && !c->progress && !c->errors;
+    /* Alone: a caller with helpers still to recruit (handoff.c), so no
+     * other participant can be at work (only adaptive loops ask). */
+    int alone = adaptive && atomic_load_explicit(&c->recruit, memory_order_relaxed) != 0;
     size_t batch = 1, claimed = 0;
+    uint64_t t_end = 0; /* when the last adaptive batch ended (0: none yet) */
     void *sargs[AIOMETER__SOURCE_BATCH];
     /* Batches stay within what the source buffer and the sink hold. */
     size_t max_batch = c->source || c->cq ? AIOMETER__SOURCE_BATCH : AIOMETER__BATCH_MAX;
@@ -351,7 +171,8 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
         size_t first = 0, k = 0, j;
         uint64_t t0 = 0;
         struct aiometer__retry re;
-        int due = aiometer__retry_next(c, &re, 1);
+        /* (Tested here first: without retries this is once per batch.) */
+        int due = c->rq.cap && aiometer__retry_next(c, &re, 1);
 
         if (due) {
             /* A parked job's next attempt comes before new work. */
@@ -359,7 +180,11 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
             k = aiometer__claim_source(c, batch, !one, &first, sargs);
         } else {
             size_t want = one ? batch : 1;
-            if (adaptive) {
+            if (adaptive && alone) {
+                /* No one to share the end with: the fair share below
+                 * would only cut the end into ever smaller batches. */
+                want = batch;
+            } else if (adaptive) {
                 /* Leave enough unclaimed for the others to share the end.
                  * Relaxed: a stale count only makes the batch a little
                  * larger or smaller; the claim itself is exact. */
@@ -370,13 +195,13 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
             k = aiometer__claim_array(c, want, !one, &first);
         }
         /* Nothing new: wait for the parked jobs, if they need us. */
-        if (!due && k == 0 && !aiometer__retry_next(c, &re, 0))
+        if (!due && k == 0 && !(c->rq.cap && aiometer__retry_next(c, &re, 0)))
             break;
         if (k == 0) {
             claimed++;
             note_running(c);
             ctx->in_batch = 1;
-            run_job(c, ctx, L, re.index, re.arg, rated, sink, &re);
+            aiometer__run_job(c, ctx, L, re.index, re.arg, rated, sink, &re);
             if (c->policy->flush)
                 c->policy->flush(c, sink);
             atomic_fetch_sub(&c->running, 1);
@@ -386,26 +211,48 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
             continue;
         }
         claimed += k;
-        note_running(c);
-        ctx->in_batch = 1;
+        if (alone && atomic_load_explicit(&c->peak, memory_order_relaxed) != 0) {
+            /* Alone, running is 0 or 1 and peak is already 1: the batch
+             * leaves both alone (in_batch stays 0, so an unwinding thread
+             * does not take back what it did not add). */
+        } else {
+            note_running(c);
+            ctx->in_batch = 1;
+        }
+        /* The last batch's end is this one's start: the claim in between
+         * is part of the batch's cost. */
         if (adaptive)
-            t0 = aiometer__now_ns();
+            t0 = t_end ? t_end : aiometer__now_ns();
         if (plain)
-            run_plain_batch(c, ctx, L, first, k, c->source ? sargs : NULL, sink);
+            aiometer__run_plain_batch(c, ctx, L, first, k, c->source ? sargs : NULL, sink);
         else
             for (j = first; j < first + k; j++)
-                run_job(c, ctx, L, j, c->source ? sargs[j - first] : NULL, rated, sink, NULL);
+                aiometer__run_job(c, ctx, L, j, c->source ? sargs[j - first] : NULL, rated, sink,
+                                  NULL);
         if (c->policy->flush)
             c->policy->flush(c, sink);
-        atomic_fetch_sub(&c->running, 1);
-        ctx->in_batch = 0;
+        if (ctx->in_batch) {
+            atomic_fetch_sub(&c->running, 1);
+            ctx->in_batch = 0;
+        }
         if (adaptive) {
-            uint64_t d = aiometer__now_ns() - t0;
+            uint64_t d;
+            int leap;
+
+            t_end = aiometer__now_ns();
+            d = t_end - t0;
             aiometer__handoff_batch(c, k, d, 0);
-            if (d < AIOMETER__BATCH_GROW_NS && batch < max_batch)
-                batch *= 2;
-            else if (d > AIOMETER__BATCH_SHRINK_NS && batch > 1)
+            if (d > AIOMETER__BATCH_SHRINK_NS && batch > 1)
                 batch /= 2;
+            for (leap = 0; leap < AIOMETER__BATCH_LEAP && d < AIOMETER__BATCH_GROW_NS &&
+                           batch < max_batch;
+                 leap++) {
+                batch *= 2;
+                d *= 2;
+            }
+            /* The caller is alone while it has helpers left to recruit
+             * (handoff.c); once it posts, they may come at any time. */
+            alone = atomic_load_explicit(&c->recruit, memory_order_relaxed) != 0;
         }
         if (one)
             break;

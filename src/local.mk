@@ -14,6 +14,7 @@ src_libaiometer_la_SOURCES = \
 	src/handoff.c \
 	src/claim.c \
 	src/jobloop.c \
+	src/runjob.c \
 	src/ratewait.c \
 	src/keywait.c \
 	src/policy.c \
