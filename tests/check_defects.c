@@ -335,6 +335,91 @@ START_TEST(test_exit_in_batch_stats)
 }
 END_TEST
 
+/* An amap consumer runs tiny jobs itself when no result is ready (amap.c,
+ * consumer_batch); one of them ends the consumer's thread.  The iterator
+ * stays whole for another thread: it tells the failure, then the end, and
+ * closes; every result it gave was right and given once. */
+enum { EXIT_AMAP_JOBS = 2000 };
+static pthread_t exit_amap_victim;
+static atomic_int exit_amap_done;
+
+static void *exit_amap_job(void *arg)
+{
+    if ((uintptr_t)arg >= EXIT_AMAP_JOBS / 2 && pthread_equal(pthread_self(), exit_amap_victim) &&
+        atomic_exchange(&exit_amap_done, 1) == 0)
+        pthread_exit(NULL);
+    return (void *)(2 * (uintptr_t)arg + 1);
+}
+
+typedef struct exit_amap_state {
+    aiometer_amap *it;
+    unsigned char seen[EXIT_AMAP_JOBS];
+    size_t taken;
+} exit_amap_state;
+
+static int exit_amap_take(exit_amap_state *st)
+{
+    void *r;
+    size_t idx;
+    int rc;
+
+    while ((rc = aiometer_amap_next(st->it, &r, &idx)) == 0) {
+        ck_assert_uint_lt(idx, EXIT_AMAP_JOBS);
+        ck_assert_msg(!st->seen[idx]++, "result %zu given twice", idx);
+        ck_assert_ptr_eq(r, (void *)(2 * (uintptr_t)idx + 1));
+        st->taken++;
+    }
+    return rc;
+}
+
+static void *exit_amap_consumer(void *arg)
+{
+    exit_amap_victim = pthread_self();
+    exit_amap_take(arg);
+    return arg; /* not reached when a job ended this thread */
+}
+
+START_TEST(test_exit_in_amap_consumer)
+{
+    static exit_amap_state st;
+    static void *args[EXIT_AMAP_JOBS];
+    aiometer_pool *pool;
+    aiometer_options o = { 0 };
+    pthread_t t;
+    int rc, round;
+
+    for (uintptr_t i = 0; i < EXIT_AMAP_JOBS; i++)
+        args[i] = (void *)i;
+    ck_assert_int_eq(aiometer_pool_create(&pool, 2), 0);
+    o.pool = pool;
+    /* Two rounds: the first teaches the library that exit_amap_job is
+     * short, so that in the second the consumer runs the jobs itself. */
+    for (round = 0; round < 2; round++) {
+        memset(&st, 0, sizeof st);
+        atomic_store(&exit_amap_done, round == 0);
+        ck_assert_int_eq(aiometer_amap_open(&st.it, exit_amap_job, args, EXIT_AMAP_JOBS, &o), 0);
+        tu_thread_start(&t, exit_amap_consumer, &st);
+        if (round == 0) {
+            ck_assert_ptr_eq(tu_thread_join(t), &st);
+            ck_assert_uint_eq(st.taken, EXIT_AMAP_JOBS);
+            ck_assert_int_eq(aiometer_amap_close(st.it), 0);
+            continue;
+        }
+        ck_assert_msg(tu_thread_join(t) == NULL, "no job ended the consumer's thread");
+        ck_assert_int_eq(atomic_load(&exit_amap_done), 1);
+        /* This thread takes over: what is left, the failure, the end. */
+        rc = exit_amap_take(&st);
+        if (rc == EOWNERDEAD)
+            rc = exit_amap_take(&st);
+        ck_assert_int_eq(rc, AIOMETER_DONE);
+        ck_assert_uint_lt(st.taken, EXIT_AMAP_JOBS);
+        rc = aiometer_amap_close(st.it);
+        ck_assert_msg(rc == 0 || rc == EOWNERDEAD, "amap_close: %d", rc);
+    }
+    ck_assert_int_eq(aiometer_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* A source that ends its pool thread fails the call in the same way. */
 static atomic_int exit_source_pulls;
 
@@ -913,6 +998,7 @@ Suite *defects_suite(void)
     tcase_add_test(tc, test_exit_on_caller);
     tcase_add_test(tc, test_exit_in_source);
     tcase_add_test(tc, test_exit_in_batch_stats);
+    tcase_add_test(tc, test_exit_in_amap_consumer);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("source_calls");
