@@ -280,6 +280,10 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
          * results go out in the order they left the queue. */
         if (take_buffered(it, result, index, &ret))
             break;
+        /* The buffer is empty and only holders of c->lock fill it: what
+         * it held is handed out, so the window may move on for it. */
+        if (aiometer__cq_unhold(&it->cq))
+            wake_for_room_locked(it);
         /* The end, once told, is told again on every later call. */
         if (it->end) {
             ret = it->end;

@@ -17,6 +17,7 @@ int aiometer__cq_init(struct aiometer__cq *q, size_t cap, int ordered)
     q->ordered = ordered;
     q->discard = 0;
     q->head = q->count = q->base = q->base_slot = q->retired = q->errs_undelivered = 0;
+    q->held = 0;
     atomic_init(&q->window_end, cap);
     return 0;
 }
@@ -34,9 +35,9 @@ static void publish_window(struct aiometer__cq *q)
     if (q->discard)
         end = SIZE_MAX;
     else if (q->ordered)
-        end = q->base + q->cap;
+        end = q->base + q->cap - q->held;
     else
-        end = q->retired + q->cap;
+        end = q->retired + q->cap - q->held;
     atomic_store_explicit(&q->window_end, end, memory_order_release);
 }
 
@@ -167,9 +168,21 @@ size_t aiometer__cq_pop_many(struct aiometer__cq *q, void **result, size_t *inde
         return 0;
     while (n < max && pop_one(q, &result[n], &index[n], &err[n]))
         n++;
+    /* Each popped result left the queue, but not the call: it waits in
+     * the consumer's buffer, so the window does not move for it yet. */
+    q->held += n;
     if (n)
-        publish_window(q);
+        publish_window(q); /* skipped jobs passed over in input order count */
     return n;
+}
+
+int aiometer__cq_unhold(struct aiometer__cq *q)
+{
+    if (q->held == 0)
+        return 0;
+    q->held = 0;
+    publish_window(q);
+    return 1;
 }
 
 void aiometer__cq_discard(struct aiometer__cq *q)

@@ -7,10 +7,14 @@
  * window_end, so at most `cap` results are ever running or waiting.
  *
  * - In completion order (unordered), finished results are a FIFO, and
- *   window_end = retired + cap, where retired counts results taken by the
- *   consumer plus jobs that ended without a result (failed or skipped).
- * - In input order, job i lives in slot i % cap and window_end = base + cap,
- *   where base is the next index to deliver.
+ *   window_end = retired + cap - held, where retired counts results taken
+ *   by the consumer plus jobs that ended without a result (failed or
+ *   skipped).
+ * - In input order, job i lives in slot i % cap and window_end = base + cap
+ *   - held, where base is the next index to deliver.
+ * held counts results that pop_many moved to the consumer's own buffer and
+ * that it has not handed out yet: they are still the call's memory, so the
+ * window counts them until aiometer__cq_unhold says they are gone.
  *
  * Every function here is called with the owning call's lock held, except
  * aiometer__cq_window(), which claimers read without it. */
@@ -37,6 +41,7 @@ struct aiometer__cq {
     size_t base_slot;      /* ordered: base % cap, kept without dividing */
     size_t retired;        /* unordered: results taken or jobs ended without one */
     size_t errs_undelivered; /* failures pushed and not yet popped */
+    size_t held;           /* popped into the consumer's buffer, not yet handed out */
     atomic_size_t window_end;
 };
 
@@ -59,6 +64,10 @@ int aiometer__cq_pop(struct aiometer__cq *q, void **result, size_t *index, int *
  * all): how many were taken. */
 size_t aiometer__cq_pop_many(struct aiometer__cq *q, void **result, size_t *index, int *err,
                              size_t max);
+
+/* The consumer's buffer, which pop_many filled, has been handed out: its
+ * results stop counting against the window.  1 if the window grew. */
+int aiometer__cq_unhold(struct aiometer__cq *q);
 
 /* Drop what is buffered and stop bounding claims: the consumer is gone. */
 void aiometer__cq_discard(struct aiometer__cq *q);
