@@ -181,8 +181,15 @@ static size_t consumer_batch(aiometer_amap *it)
 
     aiometer__unlock(&c->lock);
     if (aiometer__call_join(c)) {
+        int alone = atomic_load_explicit(&c->recruit, memory_order_relaxed) != 0;
+
         t0 = aiometer__now_ns();
+        /* Watched by the sentinel while alone, as a caller's batch is. */
+        if (alone)
+            atomic_store_explicit(&c->alone_t0, t0, memory_order_relaxed);
         k = aiometer__call_work(c, (int)want);
+        if (alone)
+            atomic_store_explicit(&c->alone_t0, 0, memory_order_relaxed);
         d = aiometer__now_ns() - t0;
         aiometer__call_leave(c);
         if (k) {

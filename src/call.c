@@ -115,6 +115,7 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     memset(c, 0, sizeof(*c));
     c->task.ops = &call_task_ops;
     aiometer__list_init(&c->task.node);
+    aiometer__list_init(&c->watch);
     c->policy = policy;
     c->pool = pool;
     c->n = n;
@@ -311,6 +312,14 @@ void aiometer__call_post(struct aiometer__call *c, size_t helpers)
 void aiometer__call_wait(struct aiometer__call *c)
 {
     uint64_t alone_since = 0;
+
+    /* The caller is done being alone: after this, what the sentinel may
+     * have written in posting the call (posted, caller_runs) is ours to
+     * read. */
+    if (c->watched) {
+        aiometer__sentinel_unwatch(c);
+        c->watched = 0;
+    }
 
     /* A call never posted has had no participant but its caller, who has
      * left with no job left to claim (a caller alone, handoff.c): nothing

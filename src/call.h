@@ -141,6 +141,12 @@ struct aiometer__call {
     atomic_size_t recruit;
     atomic_int learn;
     atomic_int recruit_doubt; /* the last batch alone looked slow */
+    /* sentinel.c: while the caller is alone, the call is on the sentinel's
+     * list (watched, the caller's own flag), and alone_t0 is when the
+     * caller's current batch started (0: between batches). */
+    int watched;
+    struct aiometer__list watch;
+    _Atomic uint64_t alone_t0;
 
     /* Read and written lock-free. */
     atomic_size_t next;          /* array input: next index to claim */
@@ -300,6 +306,16 @@ int aiometer__can_claim_locked(struct aiometer__call *c);
 size_t aiometer__claim_array(struct aiometer__call *c, size_t want, int may_wait, size_t *first);
 size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wait, size_t *first,
                         void **arg);
+
+/* ---- sentinel.c ---- */
+
+/* Put c, whose caller is about to run its jobs alone with c->recruit set,
+ * under the sentinel's watch: 0, or an errno value (the sentinel could not
+ * be started) with nothing done. */
+int aiometer__sentinel_watch(struct aiometer__call *c);
+/* Take c off the watch (if it is on it); after this the sentinel neither
+ * reads c nor posts it. */
+void aiometer__sentinel_unwatch(struct aiometer__call *c);
 
 /* ---- jobloop.c ---- */
 

@@ -20,10 +20,10 @@
  * that used it.  A function not in the table, or one whose jobs took
  * AIOMETER__LONG_JOB_NS or more, gets today's hand-off: the call is posted
  * before its first job starts, so a call of blocking jobs never waits for
- * one of them to end before helpers are woken.  The cost of being wrong is
- * bounded by one job: a function whose jobs were short and now block runs
- * its first batch (one job: batches start at one) alone before the caller
- * sees it and posts.
+ * one of them to end before helpers are woken.  A function whose jobs were
+ * short and now block is the sentinel's (sentinel.c): a caller's batch
+ * that runs for a millisecond gets the call posted, so only the jobs
+ * claimed with the blocked one wait for it, not the rest of the call.
  *
  * An amap (amap.c) does the same with its consumer in the caller's place:
  * it runs batches of the jobs itself when it finds no result ready, and
@@ -113,6 +113,14 @@ int aiometer__handoff_alone(struct aiometer__call *c, size_t helpers)
     if (h >= AIOMETER__LONG_JOB_NS)
         return 0;
     atomic_store_explicit(&c->recruit, helpers, memory_order_relaxed);
+    /* A job that blocks would hold up the others behind a caller who is
+     * alone: the sentinel posts the call then (sentinel.c).  Without a
+     * sentinel the call is posted now, as for an unknown function. */
+    if (aiometer__sentinel_watch(c) != 0) {
+        atomic_store_explicit(&c->recruit, 0, memory_order_relaxed);
+        return 0;
+    }
+    c->watched = 1;
     return 1;
 }
 

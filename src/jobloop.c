@@ -223,6 +223,9 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
          * is part of the batch's cost. */
         if (adaptive)
             t0 = t_end ? t_end : aiometer__now_ns();
+        /* The sentinel posts the call if this batch runs too long. */
+        if (alone)
+            atomic_store_explicit(&c->alone_t0, t0, memory_order_relaxed);
         if (plain)
             aiometer__run_plain_batch(c, ctx, L, first, k, c->source ? sargs : NULL, sink);
         else
@@ -231,6 +234,8 @@ static size_t work_loop(struct aiometer__call *c, int one, struct aiometer__ctx 
                                   NULL);
         if (c->policy->flush)
             c->policy->flush(c, sink);
+        if (alone)
+            atomic_store_explicit(&c->alone_t0, 0, memory_order_relaxed);
         if (ctx->in_batch) {
             atomic_fetch_sub(&c->running, 1);
             ctx->in_batch = 0;

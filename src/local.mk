@@ -12,6 +12,7 @@ src_libaiometer_la_SOURCES = \
 	src/retry.c src/retry.h \
 	src/call.c src/call.h \
 	src/handoff.c \
+	src/sentinel.c \
 	src/claim.c \
 	src/jobloop.c \
 	src/runjob.c \

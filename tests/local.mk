@@ -6,6 +6,7 @@ TESTS += tests/check_aiometer
 tests_check_aiometer_SOURCES = \
 	tests/main.c tests/testutil.c tests/testutil.h \
 	tests/check_core.c \
+	tests/check_handoff.c \
 	tests/check_limiter.c \
 	tests/check_amap.c \
 	tests/check_ordered.c \

@@ -18,6 +18,7 @@ Suite *backend_suite(void);
 Suite *host_suite(void);
 Suite *retry_suite(void);
 Suite *keyed_suite(void);
+Suite *handoff_suite(void);
 
 int main(void)
 {
@@ -34,6 +35,7 @@ int main(void)
     srunner_add_suite(sr, host_suite());
     srunner_add_suite(sr, retry_suite());
     srunner_add_suite(sr, keyed_suite());
+    srunner_add_suite(sr, handoff_suite());
     srunner_add_suite(sr, defects_suite());
 
     srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,192 @@
+/*
+ * check_handoff.c - a caller that runs its jobs alone (handoff.c) and the
+ * sentinel that posts its call when one of them blocks (sentinel.c).
+ *
+ * A job function is "known short" once a call of it has run: the library
+ * remembers its time per job.  A caller of such a function runs the jobs
+ * itself and wakes no pool thread.  If one of those jobs then blocks, the
+ * others must not wait behind it: the sentinel sees the caller's batch run
+ * too long and posts the call, and pool threads take the rest.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+enum { HJOBS = 16 };
+
+/* Job i returns 2i+1 and records when it ended; the job whose index is
+ * `blocker` first sleeps in a plain nanosleep, which the library cannot
+ * see or cut short. */
+static struct {
+    size_t blocker;        /* SIZE_MAX: none blocks */
+    double block_s;
+    uint64_t t0;
+    _Atomic uint64_t end[HJOBS];
+    atomic_int blocked_on_caller;
+    pthread_t caller;
+} hs;
+
+static void *h_job(void *arg)
+{
+    size_t i = (uintptr_t)arg;
+
+    if (i == hs.blocker) {
+        if (pthread_equal(pthread_self(), hs.caller))
+            atomic_store(&hs.blocked_on_caller, 1);
+        tu_sleep(hs.block_s);
+    }
+    atomic_store(&hs.end[i], tu_now_ns());
+    return (void *)(2 * i + 1);
+}
+
+static void h_reset(size_t blocker, double block_s)
+{
+    hs.blocker = blocker;
+    hs.block_s = block_s;
+    hs.caller = pthread_self();
+    atomic_store(&hs.blocked_on_caller, 0);
+    for (size_t i = 0; i < HJOBS; i++)
+        atomic_store(&hs.end[i], 0);
+    hs.t0 = tu_now_ns();
+}
+
+/* Seconds from the call's start to the end of the last job that does not
+ * block. */
+static double h_others_done(void)
+{
+    uint64_t last = 0;
+
+    for (size_t i = 0; i < HJOBS; i++) {
+        uint64_t e = atomic_load(&hs.end[i]);
+
+        ck_assert_msg(e != 0, "job %zu did not run", i);
+        if (i != hs.blocker && e > last)
+            last = e;
+    }
+    return (double)(last - hs.t0) / 1e9;
+}
+
+/* Calls of h_job with nothing blocking, until the library runs them on the
+ * caller alone: the first job of the call ends on the calling thread. */
+static void h_teach(aiometer_pool *pool)
+{
+    aiometer_job jobs[HJOBS];
+    void *results[HJOBS];
+    aiometer_options o = { 0 };
+
+    o.pool = pool;
+    for (size_t i = 0; i < HJOBS; i++) {
+        jobs[i].fn = h_job;
+        jobs[i].arg = (void *)(uintptr_t)i;
+    }
+    for (int k = 0; k < 20; k++) {
+        h_reset(SIZE_MAX, 0);
+        ck_assert_int_eq(aiometer_run_all(jobs, HJOBS, results, &o), 0);
+    }
+}
+
+/* run_all: job 0 blocks for 1.5 s on the caller; the 15 others are done
+ * long before, by the pool's threads, and every result is right. */
+START_TEST(test_blocked_job_does_not_hold_up_the_call)
+{
+    aiometer_pool *pool = tu_pool(4);
+    aiometer_job jobs[HJOBS];
+    void *results[HJOBS];
+    aiometer_options o = { 0 };
+    double took, others;
+
+    o.pool = pool;
+    for (size_t i = 0; i < HJOBS; i++) {
+        jobs[i].fn = h_job;
+        jobs[i].arg = (void *)(uintptr_t)i;
+    }
+    h_teach(pool);
+    h_reset(0, 1.5);
+    ck_assert_int_eq(aiometer_run_all(jobs, HJOBS, results, &o), 0);
+    took = tu_since(hs.t0);
+    others = h_others_done();
+    printf("blocked job on the caller: %d; the other 15 done after %.3f s, the call %.3f s\n",
+           atomic_load(&hs.blocked_on_caller), others, took);
+    /* Taught, the library ran job 0 on the caller, alone: the case the
+     * sentinel is for. */
+    ck_assert_int_eq(atomic_load(&hs.blocked_on_caller), 1);
+    for (size_t i = 0; i < HJOBS; i++)
+        ck_assert_ptr_eq(results[i], (void *)(2 * i + 1));
+    ck_assert_msg(took >= 1.5, "the call returned before its job: %.3f s", took);
+    /* Held up, they would end after 1.5 s; the sentinel looks every
+     * millisecond, and the bound leaves room for a loaded machine. */
+    ck_assert_msg(others < 0.75, "the other jobs waited for the blocked one: %.3f s", others);
+}
+END_TEST
+
+/* The same through an amap whose consumer runs the jobs itself: the other
+ * jobs run while the blocked one still sleeps (their results wait for the
+ * consumer, whose thread is the one blocked). */
+typedef struct h_consumer {
+    aiometer_amap *it;
+    size_t got;
+    double last_at; /* when the 15th result came */
+    int end;
+} h_consumer;
+
+static void *h_consume(void *arg)
+{
+    h_consumer *hc = arg;
+    void *r;
+    size_t idx;
+    int rc;
+
+    hs.caller = pthread_self();
+    while ((rc = aiometer_amap_next(hc->it, &r, &idx)) == 0) {
+        ck_assert_ptr_eq(r, (void *)(2 * idx + 1));
+        if (++hc->got == HJOBS - 1)
+            hc->last_at = tu_since(hs.t0);
+    }
+    hc->end = rc;
+    return NULL;
+}
+
+START_TEST(test_blocked_job_in_amap_consumer)
+{
+    aiometer_pool *pool = tu_pool(4);
+    static void *args[HJOBS];
+    aiometer_options o = { 0 };
+    h_consumer hc;
+    pthread_t t;
+    double others;
+
+    o.pool = pool;
+    for (size_t i = 0; i < HJOBS; i++)
+        args[i] = (void *)(uintptr_t)i;
+    h_teach(pool);
+    memset(&hc, 0, sizeof hc);
+    h_reset(0, 1.5);
+    ck_assert_int_eq(aiometer_amap_open(&hc.it, h_job, args, HJOBS, &o), 0);
+    tu_thread_start(&t, h_consume, &hc);
+    tu_thread_join(t);
+    ck_assert_int_eq(hc.end, AIOMETER_DONE);
+    ck_assert_uint_eq(hc.got, HJOBS);
+    ck_assert_int_eq(aiometer_amap_close(hc.it), 0);
+    others = h_others_done();
+    printf("amap: blocked job on the consumer: %d; the other 15 done after %.3f s, "
+           "taken after %.3f s\n",
+           atomic_load(&hs.blocked_on_caller), others, hc.last_at);
+    ck_assert_int_eq(atomic_load(&hs.blocked_on_caller), 1);
+    ck_assert_msg(others < 0.75, "the other jobs waited for the blocked one: %.3f s", others);
+}
+END_TEST
+
+Suite *handoff_suite(void)
+{
+    Suite *s = suite_create("handoff");
+    TCase *tc = tu_tcase("sentinel", 30);
+
+    tcase_add_test(tc, test_blocked_job_does_not_hold_up_the_call);
+    tcase_add_test(tc, test_blocked_job_in_amap_consumer);
+    suite_add_tcase(s, tc);
+    return s;
+}
