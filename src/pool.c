@@ -27,6 +27,8 @@ struct aiometer_pool {
     size_t nthreads;
     size_t nidle;                 /* workers waiting on work_cv */
     size_t wakeups;               /* signals sent that no worker has taken yet */
+    size_t relay;                 /* of those, not sent yet: the next worker
+                                   * to wake sends them (aiometer__pool_post) */
     size_t starting;              /* started, not yet looking for work */
     int start_failed;             /* the last thread start failed (EAGAIN
                                    * from RLIMIT_NPROC, say): cleared by the
@@ -80,6 +82,24 @@ static struct aiometer__task *pick_task(aiometer_pool *p)
 
 /* ---- workers ---------------------------------------------------------------- */
 
+/* Send the wake-ups that aiometer__pool_post left to the first worker it
+ * woke (pool->lock held; dropped while signalling, as post does). */
+static void relay_wakeups(aiometer_pool *p)
+{
+    size_t n = p->relay;
+    int all = n >= p->nidle;
+
+    p->relay = 0;
+    aiometer__unlock(&p->lock);
+    if (all) {
+        pthread_cond_broadcast(&p->work_cv);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            pthread_cond_signal(&p->work_cv);
+    }
+    aiometer__lock(&p->lock);
+}
+
 static void *worker_main(void *arg)
 {
     aiometer_pool *p = arg;
@@ -98,6 +118,12 @@ static void *worker_main(void *arg)
     aiometer__lock(&p->lock);
     p->starting--;
     while (!p->shutdown) {
+        if (p->relay) {
+            /* The lock was dropped: look at shutdown again before waiting,
+             * or a shutdown broadcast meanwhile would be missed. */
+            relay_wakeups(p);
+            continue;
+        }
         t = pick_task(p);
         if (!t) {
             /* Wait for aiometer__pool_post() or shutdown; the loop re-checks
@@ -145,18 +171,26 @@ size_t aiometer__pool_post(aiometer_pool *p, struct aiometer__task *t, size_t he
     }
     wake = helpers < spare ? helpers : spare;
     p->wakeups += wake;
+    /* The poster wakes one worker and leaves the rest of the wake-ups to
+     * it (relay_wakeups, before it looks for work).  Waking is the waker's
+     * time: a futex wake-up of 63 idle threads took the poster 100-200 us
+     * here, during which a caller that runs jobs started none, and W5's
+     * first job (the winner) started 90-120 us after the call (bench
+     * conditions: threads idle for 65 ms before).  Now the caller's first
+     * job starts after one wake-up, while the helper it woke wakes the
+     * others; they come one wake-up later than before. */
+    if (wake > 1) {
+        p->relay += wake - 1;
+        wake = 1;
+    }
     have = p->nthreads;
     aiometer__unlock(&p->lock);
     /* Wake after unlocking: a woken worker's first act is to take the lock,
      * and would otherwise block on it and need a second wake-up.  The
      * waiters counted in `spare` are inside pthread_cond_wait (they went in
      * under the lock), so none can miss this. */
-    if (wake == spare && wake > 0) {
-        pthread_cond_broadcast(&p->work_cv);
-    } else {
-        for (size_t i = 0; i < wake; i++)
-            pthread_cond_signal(&p->work_cv);
-    }
+    if (wake)
+        pthread_cond_signal(&p->work_cv);
     return have;
 }
 
@@ -255,7 +289,7 @@ static void fork_child(void)
         aiometer_pool *p = aiometer__list_entry(n, aiometer_pool, reg);
         /* The tasks queued lived on the stacks of threads that are gone. */
         aiometer__list_init(&p->queue);
-        p->nthreads = p->nidle = p->wakeups = p->starting = 0;
+        p->nthreads = p->nidle = p->wakeups = p->relay = p->starting = 0;
         p->start_failed = 0;
         atomic_store(&p->calls, 0);
         /* Waiters on work_cv vanished with their threads; start it anew. */
