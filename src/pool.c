@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #ifdef HAVE_SYS_PRCTL_H
 #include <sys/prctl.h>
 #endif
@@ -27,8 +28,8 @@ struct aiometer_pool {
     size_t nthreads;
     size_t nidle;                 /* workers waiting on work_cv */
     size_t wakeups;               /* signals sent that no worker has taken yet */
-    size_t relay;                 /* of those, not sent yet: the next worker
-                                   * to wake sends them (aiometer__pool_post) */
+    size_t relay;                 /* of those, left to the next to wake */
+    int post_cpu;                 /* the core of the post that left them */
     size_t starting;              /* started, not yet looking for work */
     int start_failed;             /* the last thread start failed (EAGAIN
                                    * from RLIMIT_NPROC, say): cleared by the
@@ -82,21 +83,25 @@ static struct aiometer__task *pick_task(aiometer_pool *p)
 
 /* ---- workers ---------------------------------------------------------------- */
 
-/* Send the wake-ups that aiometer__pool_post left to the first worker it
- * woke (pool->lock held; dropped while signalling, as post does). */
+/* Send the wake-ups aiometer__pool_post left to the next worker to come
+ * here, usually the one it woke (lock held; dropped while signalling).  Woken on the poster's core, the
+ * worker preempted the poster there, which then waited for the wake-ups
+ * it meant to save: so it yields once first, and the poster (a caller)
+ * starts its first job (bench/README, W5). */
 static void relay_wakeups(aiometer_pool *p)
 {
     size_t n = p->relay;
-    int all = n >= p->nidle;
+    int all = n >= p->nidle, yield = p->post_cpu >= 0 && p->post_cpu == aiometer__current_cpu();
 
     p->relay = 0;
     aiometer__unlock(&p->lock);
-    if (all) {
+    if (yield)
+        sched_yield();
+    if (all)
         pthread_cond_broadcast(&p->work_cv);
-    } else {
-        for (size_t i = 0; i < n; i++)
+    else
+        while (n--)
             pthread_cond_signal(&p->work_cv);
-    }
     aiometer__lock(&p->lock);
 }
 
@@ -119,10 +124,8 @@ static void *worker_main(void *arg)
     p->starting--;
     while (!p->shutdown) {
         if (p->relay) {
-            /* The lock was dropped: look at shutdown again before waiting,
-             * or a shutdown broadcast meanwhile would be missed. */
             relay_wakeups(p);
-            continue;
+            continue; /* the lock was dropped: look at shutdown again */
         }
         t = pick_task(p);
         if (!t) {
@@ -171,16 +174,10 @@ size_t aiometer__pool_post(aiometer_pool *p, struct aiometer__task *t, size_t he
     }
     wake = helpers < spare ? helpers : spare;
     p->wakeups += wake;
-    /* The poster wakes one worker and leaves the rest of the wake-ups to
-     * it (relay_wakeups, before it looks for work).  Waking is the waker's
-     * time: a futex wake-up of 63 idle threads took the poster 100-200 us
-     * here, during which a caller that runs jobs started none, and W5's
-     * first job (the winner) started 90-120 us after the call (bench
-     * conditions: threads idle for 65 ms before).  Now the caller's first
-     * job starts after one wake-up, while the helper it woke wakes the
-     * others; they come one wake-up later than before. */
+    /* One wake-up now, the rest from that worker (relay_wakeups). */
     if (wake > 1) {
         p->relay += wake - 1;
+        p->post_cpu = aiometer__current_cpu();
         wake = 1;
     }
     have = p->nthreads;
@@ -351,6 +348,7 @@ static int pool_new(aiometer_pool **out, size_t threads, int is_default)
         return err;
     }
     aiometer__list_init(&p->queue);
+    p->post_cpu = -1;
     p->max_threads = threads;
     p->is_default = is_default;
     p->timer_slack_ns = env_number("AIOMETER_TIMER_SLACK_NS", AIOMETER__DEFAULT_TIMER_SLACK_NS, 0,
