@@ -340,7 +340,8 @@ void aiometer__call_wait(struct aiometer__call *c)
      * up (W5: 63 losers that must all wake and leave, on 2 cores). */
     if (c->posted)
         aiometer__pool_unlink(c->pool, &c->task);
-    if (atomic_load(&c->participants) > 0 && atomic_load(&c->participants) < aiometer__online_cpus()) {
+    if (atomic_load(&c->participants) > 0 &&
+        atomic_load(&c->participants) < aiometer__online_cpus()) {
         uint64_t until = aiometer__now_ns() + AIOMETER__SPIN_WAIT_NS;
         while (atomic_load(&c->participants) > 0 && aiometer__now_ns() < until)
             aiometer__cpu_relax();

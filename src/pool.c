@@ -84,10 +84,10 @@ static struct aiometer__task *pick_task(aiometer_pool *p)
 /* ---- workers ---------------------------------------------------------------- */
 
 /* Send the wake-ups aiometer__pool_post left to the next worker to come
- * here, usually the one it woke (lock held; dropped while signalling).  Woken on the poster's core, the
- * worker preempted the poster there, which then waited for the wake-ups
- * it meant to save: so it yields once first, and the poster (a caller)
- * starts its first job (bench/README, W5). */
+ * here, usually the one it woke (lock held; dropped while signalling).
+ * Woken on the poster's core, that worker preempted the poster, which then
+ * waited for the wake-ups it meant to save: so it yields once first, and
+ * the poster (a caller) starts its first job (bench/README, W5). */
 static void relay_wakeups(aiometer_pool *p)
 {
     size_t n = p->relay;
