@@ -10,7 +10,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #ifdef HAVE_SYS_PRCTL_H
 #include <sys/prctl.h>
 #endif
@@ -83,11 +82,10 @@ static struct aiometer__task *pick_task(aiometer_pool *p)
 
 /* ---- workers ---------------------------------------------------------------- */
 
-/* Send the wake-ups aiometer__pool_post left to the next worker to come
- * here, usually the one it woke (lock held; dropped while signalling).
- * Woken on the poster's core, that worker preempted the poster, which then
- * waited for the wake-ups it meant to save: so it yields once first, and
- * the poster (a caller) starts its first job (bench/README, W5). */
+/* Send the wake-ups aiometer__pool_post left to the next worker here (lock
+ * held; dropped while signalling).  On the poster's core, it yields once
+ * first: it preempted the poster, a caller that would otherwise start its
+ * first job only after all these wake-ups (bench/README, W5). */
 static void relay_wakeups(aiometer_pool *p)
 {
     size_t n = p->relay;
