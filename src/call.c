@@ -147,7 +147,6 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     atomic_init(&c->stop, AIOMETER__GOING);
     atomic_init(&c->source_done, 0);
     atomic_init(&c->participants, 0);
-    atomic_init(&c->zero_waiter, 0);
     atomic_init(&c->winner, SIZE_MAX);
     atomic_init(&c->started, 0);
     atomic_init(&c->completed, 0);
@@ -191,7 +190,7 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
 
 int aiometer__call_join(struct aiometer__call *c)
 {
-    unsigned p = atomic_load(&c->participants);
+    size_t p = atomic_load(&c->participants);
 
     do {
         if (p >= c->slots)
@@ -202,40 +201,18 @@ int aiometer__call_join(struct aiometer__call *c)
 
 void aiometer__call_leave(struct aiometer__call *c)
 {
-    unsigned p = atomic_load(&c->participants);
+    size_t p = atomic_load(&c->participants);
 
     /* Any but the last participant leaves with one atomic operation and
-     * never touches c again. */
+     * never touches c again.  The last one decrements under the lock, so the
+     * waiter cannot see zero, return and free the call before we have woken
+     * it and unlocked. */
     while (p > 1)
         if (atomic_compare_exchange_weak(&c->participants, &p, p - 1))
             return;
-#ifdef AIOMETER__HAVE_FUTEX
-    /* The last one, while the caller sleeps on the count (the end of
-     * aiometer__call_wait, where no one else waits and no one joins):
-     * the decrement is its last touch of c, which the caller may free as
-     * soon as it reads zero, and the wake-up only names the address
-     * (syscalls.h).  So the caller wakes on the count alone, with no lock
-     * to take after its wake-up and no second wake-up if it had to wait
-     * for that lock. */
-    if (atomic_load(&c->zero_waiter)) {
-        if (atomic_fetch_sub(&c->participants, 1) == 1)
-            aiometer__futex_wake(&c->participants, 1);
-        return;
-    }
-#endif
-    /* Otherwise the last one decrements under the lock, so that a waiter
-     * cannot see zero, return and free the call before we have woken it
-     * and unlocked.  A caller that began to sleep on the count meanwhile
-     * is woken here too; it takes the lock once it sees zero. */
     aiometer__lock(&c->lock);
-    if (atomic_fetch_sub(&c->participants, 1) == 1) {
-        if (c->done_waiters)
-            pthread_cond_broadcast(&c->done_cv);
-#ifdef AIOMETER__HAVE_FUTEX
-        if (atomic_load(&c->zero_waiter))
-            aiometer__futex_wake(&c->participants, 1);
-#endif
-    }
+    if (atomic_fetch_sub(&c->participants, 1) == 1 && c->done_waiters)
+        pthread_cond_broadcast(&c->done_cv);
     aiometer__unlock(&c->lock);
 }
 
@@ -346,25 +323,6 @@ void aiometer__call_wait(struct aiometer__call *c)
         while (atomic_load(&c->participants) > 0 && aiometer__now_ns() < until)
             aiometer__cpu_relax();
     }
-#ifdef AIOMETER__HAVE_FUTEX
-    /* Sleep on the count itself (see aiometer__call_leave).  All four
-     * operations on zero_waiter and participants are sequentially
-     * consistent: either the last participant sees zero_waiter set and
-     * wakes us, or its decrement came before our look at the count, and we
-     * do not sleep; the futex closes the gap between that look and the
-     * sleep. */
-    atomic_store(&c->zero_waiter, 1);
-    for (;;) {
-        unsigned p = atomic_load(&c->participants);
-
-        if (p == 0)
-            break;
-        aiometer__call_check_deadline(c);
-        aiometer__futex_wait(&c->participants, p, aiometer__call_wait_limit(c, AIOMETER__NEVER));
-    }
-    /* A last participant that took the lock may still hold it. */
-    aiometer__lock(&c->lock);
-#else
     aiometer__lock(&c->lock);
     while (atomic_load(&c->participants) > 0) {
         aiometer__call_check_deadline_locked(c);
@@ -373,7 +331,6 @@ void aiometer__call_wait(struct aiometer__call *c)
                                   aiometer__call_wait_limit(c, AIOMETER__NEVER));
         c->done_waiters--;
     }
-#endif
     aiometer__unlock(&c->lock);
 }
 

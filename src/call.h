@@ -144,14 +144,9 @@ struct aiometer__call {
     atomic_size_t next;          /* array input: next index to claim */
     atomic_int stop;             /* enum aiometer__stop; written under lock */
     atomic_int source_done;      /* the source said AIOMETER_DONE or failed */
-    /* Threads working on the call now.  Also a futex word (32 bits): the
-     * caller sleeps on it at the end of aiometer__call_wait. */
-    atomic_uint participants;
-    atomic_int zero_waiter;      /* the caller sleeps on that futex now */
+    atomic_size_t participants;  /* threads working on the call now */
     atomic_size_t winner;        /* run_any: the winning index, or SIZE_MAX */
     atomic_int efd_pub;          /* efd once made (published under lock), -1 */
-    atomic_int sleepers;         /* jobs in aiometer_sleep on the stop futex
-                                  * (cancel.c) */
     /* Retries: written under lock, read lock-free by aiometer__call_has_work. */
     atomic_size_t parked;        /* rq.n */
     atomic_size_t retry_waiters; /* participants waiting on retry_cv */

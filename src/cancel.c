@@ -8,7 +8,6 @@
 #include "syscalls.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <stdint.h>
@@ -28,17 +27,7 @@ void aiometer__call_stop_locked(struct aiometer__call *c, int reason, int err, s
     /* Relaxed: stop is only written under c->lock, which we hold. */
     if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
         return;
-    /* Sequentially consistent, as are the load of sleepers below and a
-     * sleeper's count and look at stop (aiometer_sleep): so either the
-     * sleeper sees the stop before it sleeps, or we see the sleeper and
-     * wake it (and the futex itself closes the gap between its look and
-     * its sleep). */
-    atomic_store(&c->stop, reason);
-#ifdef AIOMETER__HAVE_FUTEX
-    /* Every sleeper at once, with one system call (see sleep_in_call). */
-    if (atomic_load(&c->sleepers) > 0)
-        aiometer__futex_wake(&c->stop, INT_MAX);
-#endif
+    atomic_store_explicit(&c->stop, reason, memory_order_release);
     /* Everyone who may be waiting for anything must now look again: jobs
      * sleeping and participants waiting for the rate (stop_cv), participants
      * waiting for room in the window (space_cv), and the caller or consumer
@@ -128,66 +117,12 @@ void aiometer__call_sleep_until(struct aiometer__call *c, uint64_t end)
     aiometer__unlock(&c->lock);
 }
 
-/* Sleep until the time `end` or until the call stops (or its deadline
- * passes, which stops it).
- *
- * When run_any has its winner, dozens of jobs sleep here at once and must
- * all wake and return before the call can.  Sharing the call's lock, they
- * would leave through it one by one.  Polling the cancel descriptor (as
- * before) they leave through the eventfd's wait queue: its write wakes
- * them all while holding that queue's lock, which each woken poller needs
- * again to take itself off the queue, so in W5 the other core ran no
- * loser while one thread woke 63 of them (perf sched: 165-300 us).  On a
- * futex the kernel takes the sleepers off its queue first and wakes them
- * after, and a woken sleeper needs no lock: the losers run on both cores
- * while the rest are still being woken.  The futex is the call's stop word
- * itself, so a sleeper sleeps only while it still says "going". */
-static void sleep_in_call(struct aiometer__call *c, uint64_t end)
-{
-#ifdef AIOMETER__HAVE_FUTEX
-    atomic_fetch_add(&c->sleepers, 1);
-    for (;;) {
-        aiometer__call_check_deadline(c);
-        if (atomic_load(&c->stop) != AIOMETER__GOING || aiometer__now_ns() >= end)
-            break;
-        aiometer__futex_wait(&c->stop, AIOMETER__GOING, end < c->deadline ? end : c->deadline);
-    }
-    atomic_fetch_sub(&c->sleepers, 1);
-#else
-#ifdef HAVE_PPOLL
-    int fd;
-
-    /* Sleepers poll the call's cancel descriptor rather than share its
-     * lock (see above). */
-    if (aiometer__cancel_fd_of(c, &fd) == 0) {
-        for (;;) {
-            struct pollfd pfd = { fd, POLLIN, 0 };
-            struct timespec ts;
-            uint64_t now, until;
-
-            aiometer__call_check_deadline(c);
-            if (atomic_load(&c->stop) != AIOMETER__GOING)
-                break;
-            now = aiometer__now_ns();
-            if (now >= end)
-                break;
-            until = end < c->deadline ? end : c->deadline;
-            ts = aiometer__ns_to_timespec(until - now);
-            ppoll(&pfd, 1, &ts, NULL);
-        }
-        return;
-    }
-#endif
-    aiometer__call_sleep_until(c, end);
-#endif
-}
-
 int aiometer_sleep(double seconds)
 {
     struct aiometer__ctx *ctx = aiometer__tls;
     struct aiometer__call *c;
     uint64_t end;
-    int old_slack = 0;
+    int fd, old_slack = 0;
 
     if (isnan(seconds) || seconds < 0)
         return EINVAL;
@@ -210,7 +145,32 @@ int aiometer_sleep(double seconds)
             old_slack = r;
     }
 #endif
-    sleep_in_call(c, end);
+#ifdef HAVE_PPOLL
+    /* Sleepers poll the call's cancel descriptor rather than share its
+     * lock: when run_any has its winner, dozens of them wake at once, and
+     * through one mutex they would leave one by one. */
+    if (aiometer__cancel_fd_of(c, &fd) == 0) {
+        for (;;) {
+            struct pollfd pfd = { fd, POLLIN, 0 };
+            struct timespec ts;
+            uint64_t now, until;
+
+            aiometer__call_check_deadline(c);
+            if (atomic_load(&c->stop) != AIOMETER__GOING)
+                break;
+            now = aiometer__now_ns();
+            if (now >= end)
+                break;
+            until = end < c->deadline ? end : c->deadline;
+            ts = aiometer__ns_to_timespec(until - now);
+            ppoll(&pfd, 1, &ts, NULL);
+        }
+    } else
+#endif
+    {
+        (void)fd;
+        aiometer__call_sleep_until(c, end);
+    }
 #if defined(HAVE_SYS_PRCTL_H) && defined(PR_SET_TIMERSLACK)
     if (old_slack > 0)
         prctl(PR_SET_TIMERSLACK, (unsigned long)old_slack, 0, 0, 0);

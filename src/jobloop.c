@@ -14,9 +14,9 @@ _Thread_local struct aiometer__ctx *aiometer__tls;
 
 /* In the child of a fork, the thread that forked runs no job, even if it
  * was inside one: that call is the parent's.  Without this, aiometer_sleep
- * in the child would wait on its own stale copy of the call's stop word,
- * or (where it polls the cancel descriptor it shares with the parent) spin
- * once the parent's call stopped.  Registered when a thread first works on a
+ * in the child would poll the cancel descriptor it shares with the parent
+ * while reading its own stale copy of the call's stop flag, and spin once
+ * the parent's call stopped.  Registered when a thread first works on a
  * call, so before any job can fork. */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 

@@ -119,39 +119,6 @@ void aiometer__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, uint64_t d
     }
 }
 
-#ifdef AIOMETER__HAVE_FUTEX
-#ifdef HAVE_LINUX_FUTEX_H
-#include <linux/futex.h>
-#endif
-/* The kernel's futex operation numbers are ABI, fixed for good; a libc
- * without the kernel's headers (musl-gcc) still has the system call. */
-#ifndef FUTEX_WAIT_BITSET
-#define FUTEX_WAKE 1
-#define FUTEX_WAIT_BITSET 9
-#define FUTEX_PRIVATE_FLAG 128
-#endif
-#ifndef FUTEX_BITSET_MATCH_ANY
-#define FUTEX_BITSET_MATCH_ANY 0xffffffff
-#endif
-
-int aiometer__futex_wait(void *word, unsigned val, uint64_t until_ns)
-{
-    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, as every
-     * other wait of the library does. */
-    struct timespec ts = aiometer__ns_to_timespec(until_ns);
-
-    return syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val,
-                   until_ns == AIOMETER__NEVER ? NULL : &ts, NULL, FUTEX_BITSET_MATCH_ANY) == 0;
-}
-
-int aiometer__futex_wake(void *word, int n)
-{
-    long r = syscall(SYS_futex, word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, NULL, NULL, 0);
-
-    return r > 0 ? (int)r : 0;
-}
-#endif
-
 unsigned aiometer__online_cpus(void)
 {
     static atomic_uint n;

@@ -73,29 +73,6 @@ static inline void aiometer__nocancel_end(int old, int act)
         pthread_testcancel();
 }
 
-/* Futexes, where the kernel has them (Linux): sleep on a 32-bit word of
- * this process's memory until it changes.  The callers keep a portable path
- * (a condition variable) for systems without; AIOMETER__HAVE_FUTEX says
- * which is built.  Not part of the fault-injection seam: neither can fail
- * in a way the caller must handle (they make and hold nothing). */
-#if defined(__linux__)
-#include <sys/syscall.h>
-#ifdef SYS_futex
-#define AIOMETER__HAVE_FUTEX 1
-/* Sleep while the 32-bit word at `word` holds val: until woken by
- * aiometer__futex_wake, until the monotonic time until_ns (AIOMETER__NEVER:
- * no limit), or until a signal.  1 when a wake-up ended the sleep, else 0
- * (the word differed, the time came, a signal); spurious returns happen,
- * so callers loop on their predicate. */
-int aiometer__futex_wait(void *word, unsigned val, uint64_t until_ns);
-/* Wake at most n sleepers on `word`; returns how many were woken.  The
- * word need not be live memory any more: waking only names the address
- * (the futexes are private), so a thread may wake a word that its waiter
- * may already have freed, which at worst wakes someone for nothing. */
-int aiometer__futex_wake(void *word, int n);
-#endif
-#endif
-
 /* The core this thread runs on now, or -1 where that cannot be asked. */
 static inline int aiometer__current_cpu(void)
 {
