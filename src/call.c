@@ -351,10 +351,14 @@ void aiometer__call_wait(struct aiometer__call *c)
     /* No worker may join once the call is out of the pool's queue; then the
      * participants still inside are all we wait for.  They are usually
      * finishing their last job, so watch for them a few microseconds
-     * before sleeping: a sleep and wake-up costs tens of microseconds here. */
+     * before sleeping: a sleep and wake-up costs tens of microseconds here.
+     * Not when they outnumber the other cores, though: then some of them
+     * wait for a core, maybe this one, and watching would only hold them
+     * up (W5: 63 losers that must all wake and leave, on 2 cores). */
     if (c->posted)
         aiometer__pool_unlink(c->pool, &c->task);
-    if (atomic_load(&c->participants) > 0) {
+    if (atomic_load(&c->participants) > 0 &&
+        atomic_load(&c->participants) < aiometer__online_cpus()) {
         uint64_t until = aiometer__now_ns() + AIOMETER__SPIN_WAIT_NS;
         while (atomic_load(&c->participants) > 0 && aiometer__now_ns() < until)
             aiometer__cpu_relax();

@@ -27,6 +27,8 @@ struct aiometer_pool {
     size_t nthreads;
     size_t nidle;                 /* workers waiting on work_cv */
     size_t wakeups;               /* signals sent that no worker has taken yet */
+    size_t relay;                 /* of those, left to the next to wake */
+    int post_cpu;                 /* the core of the post that left them */
     size_t starting;              /* started, not yet looking for work */
     int start_failed;             /* the last thread start failed (EAGAIN
                                    * from RLIMIT_NPROC, say): cleared by the
@@ -80,6 +82,27 @@ static struct aiometer__task *pick_task(aiometer_pool *p)
 
 /* ---- workers ---------------------------------------------------------------- */
 
+/* Send the wake-ups aiometer__pool_post left to the next worker here (lock
+ * held; dropped while signalling).  On the poster's core, it yields once
+ * first: it preempted the poster, a caller that would otherwise start its
+ * first job only after all these wake-ups (bench/README, W5). */
+static void relay_wakeups(aiometer_pool *p)
+{
+    size_t n = p->relay;
+    int all = n >= p->nidle, yield = p->post_cpu >= 0 && p->post_cpu == aiometer__current_cpu();
+
+    p->relay = 0;
+    aiometer__unlock(&p->lock);
+    if (yield)
+        sched_yield();
+    if (all)
+        pthread_cond_broadcast(&p->work_cv);
+    else
+        while (n--)
+            pthread_cond_signal(&p->work_cv);
+    aiometer__lock(&p->lock);
+}
+
 static void *worker_main(void *arg)
 {
     aiometer_pool *p = arg;
@@ -98,6 +121,10 @@ static void *worker_main(void *arg)
     aiometer__lock(&p->lock);
     p->starting--;
     while (!p->shutdown) {
+        if (p->relay) {
+            relay_wakeups(p);
+            continue; /* the lock was dropped: look at shutdown again */
+        }
         t = pick_task(p);
         if (!t) {
             /* Wait for aiometer__pool_post() or shutdown; the loop re-checks
@@ -145,18 +172,20 @@ size_t aiometer__pool_post(aiometer_pool *p, struct aiometer__task *t, size_t he
     }
     wake = helpers < spare ? helpers : spare;
     p->wakeups += wake;
+    /* One wake-up now, the rest from that worker (relay_wakeups). */
+    if (wake > 1) {
+        p->relay += wake - 1;
+        p->post_cpu = aiometer__current_cpu();
+        wake = 1;
+    }
     have = p->nthreads;
     aiometer__unlock(&p->lock);
     /* Wake after unlocking: a woken worker's first act is to take the lock,
      * and would otherwise block on it and need a second wake-up.  The
      * waiters counted in `spare` are inside pthread_cond_wait (they went in
      * under the lock), so none can miss this. */
-    if (wake == spare && wake > 0) {
-        pthread_cond_broadcast(&p->work_cv);
-    } else {
-        for (size_t i = 0; i < wake; i++)
-            pthread_cond_signal(&p->work_cv);
-    }
+    if (wake)
+        pthread_cond_signal(&p->work_cv);
     return have;
 }
 
@@ -255,7 +284,7 @@ static void fork_child(void)
         aiometer_pool *p = aiometer__list_entry(n, aiometer_pool, reg);
         /* The tasks queued lived on the stacks of threads that are gone. */
         aiometer__list_init(&p->queue);
-        p->nthreads = p->nidle = p->wakeups = p->starting = 0;
+        p->nthreads = p->nidle = p->wakeups = p->relay = p->starting = 0;
         p->start_failed = 0;
         atomic_store(&p->calls, 0);
         /* Waiters on work_cv vanished with their threads; start it anew. */
@@ -317,6 +346,7 @@ static int pool_new(aiometer_pool **out, size_t threads, int is_default)
         return err;
     }
     aiometer__list_init(&p->queue);
+    p->post_cpu = -1;
     p->max_threads = threads;
     p->is_default = is_default;
     p->timer_slack_ns = env_number("AIOMETER_TIMER_SLACK_NS", AIOMETER__DEFAULT_TIMER_SLACK_NS, 0,

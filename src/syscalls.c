@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,7 +21,6 @@
 #endif
 
 #ifdef AIOMETER_FAULT_INJECTION
-#include <stdatomic.h>
 
 static atomic_long fault_target;
 static atomic_long fault_count;
@@ -117,6 +117,19 @@ void aiometer__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, uint64_t d
         struct timespec ts = aiometer__ns_to_timespec(deadline_ns);
         pthread_cond_timedwait(c, m, &ts);
     }
+}
+
+unsigned aiometer__online_cpus(void)
+{
+    static atomic_uint n;
+    unsigned v = atomic_load_explicit(&n, memory_order_relaxed);
+
+    if (v == 0) {
+        long r = sysconf(_SC_NPROCESSORS_ONLN);
+        v = r > 0 && r < 65536 ? (unsigned)r : 1;
+        atomic_store_explicit(&n, v, memory_order_relaxed);
+    }
+    return v;
 }
 
 void aiometer__lock(pthread_mutex_t *m)

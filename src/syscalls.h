@@ -13,6 +13,7 @@
 #define AIOMETER__SYSCALLS_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,6 +72,19 @@ static inline void aiometer__nocancel_end(int old, int act)
     if (act && old == PTHREAD_CANCEL_ENABLE)
         pthread_testcancel();
 }
+
+/* The core this thread runs on now, or -1 where that cannot be asked. */
+static inline int aiometer__current_cpu(void)
+{
+#ifdef HAVE_SCHED_GETCPU
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
+
+/* The number of online cores, asked once (1 if unknown). */
+unsigned aiometer__online_cpus(void);
 
 /* Lock and unlock that treat failure as the programming error it is. */
 void aiometer__lock(pthread_mutex_t *m);
