@@ -66,11 +66,15 @@ static void fork_parent(void)
 }
 
 /* The child has no sentinel and none of the parent's callers: the calls
- * listed belong to threads that do not exist here. */
+ * listed belong to threads that do not exist here.  The condition variable
+ * is made anew: the parent's sentinel may have been waiting on it, and a
+ * waiter that does not exist here would hold up every broadcast (a forked
+ * child hung in exit that way, in rel_stress). */
 static void fork_child(void)
 {
     aiometer__list_init(&calls);
     started = 0;
+    pthread_cond_init(&cv, NULL);
     aiometer__unlock(&lock);
 }
 

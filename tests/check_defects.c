@@ -998,6 +998,13 @@ Suite *defects_suite(void)
     tcase_add_test(tc, test_exit_on_caller);
     tcase_add_test(tc, test_exit_in_source);
     tcase_add_test(tc, test_exit_in_batch_stats);
+    suite_add_tcase(s, tc);
+
+    /* Whether the consumer runs the jobs itself depends on how long they
+     * took in the first round (handoff.c): under valgrind, not here. */
+    tc = tcase_create("thread_exit_consumer");
+    tcase_set_timeout(tc, DEFECT_TIMEOUT);
+    tcase_set_tags(tc, "timing");
     tcase_add_test(tc, test_exit_in_amap_consumer);
     suite_add_tcase(s, tc);
 
