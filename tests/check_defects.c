@@ -1001,10 +1001,10 @@ Suite *defects_suite(void)
     suite_add_tcase(s, tc);
 
     /* Whether the consumer runs the jobs itself depends on how long they
-     * took in the first round (handoff.c): under valgrind, not here. */
+     * took in the first round (handoff.c): not under valgrind or TSan. */
     tc = tcase_create("thread_exit_consumer");
     tcase_set_timeout(tc, DEFECT_TIMEOUT);
-    tcase_set_tags(tc, "timing");
+    tcase_set_tags(tc, "native");
     tcase_add_test(tc, test_exit_in_amap_consumer);
     suite_add_tcase(s, tc);
 

@@ -161,7 +161,7 @@ if build vg --enable-fault-injection \
     # slowdown, so such a step is run once more: only a failure that comes
     # back fails CI.  Tests tagged "timing" (tcase_set_tags) are left out.
     retry_status=1
-    run_step "vg: memcheck Check suites" "$vg" 900 env CK_FORK=no CK_EXCLUDE_TAGS=timing \
+    run_step "vg: memcheck Check suites" "$vg" 900 env CK_FORK=no CK_EXCLUDE_TAGS="timing native" \
         $memcheck ./tests/check_aiometer
     retry_status=
     run_step "vg: memcheck rel_hostile" "$vg" 300 $memcheck ./tests/rel_hostile
@@ -188,7 +188,7 @@ if build vg --enable-fault-injection \
     #    its workers that way on purpose (see aio_pool_post in src/pool.c).
     hgxml=$tmp/helgrind.xml
     retry_status=1
-    if run_step "vg: helgrind Check suites" "$vg" 900 env CK_FORK=no CK_EXCLUDE_TAGS=timing \
+    if run_step "vg: helgrind Check suites" "$vg" 900 env CK_FORK=no CK_EXCLUDE_TAGS="timing native" \
         ./libtool --mode=execute valgrind --tool=helgrind \
         --suppressions="$srcdir/tests/rel_helgrind.supp" \
         --xml=yes --xml-file="$hgxml" ./tests/check_aiometer; then
@@ -231,7 +231,8 @@ fi
 tsan=$tmp/tsan
 if build tsan --enable-sanitizers=thread \
    && run_step "tsan: build test programs" "$tsan" 900 make -j2 $test_programs tests/rel_stress; then
-    run_step "tsan: Check suites" "$tsan" 600 ./tests/check_aiometer
+    # "native": tests that need the library to measure jobs at native speed.
+    run_step "tsan: Check suites" "$tsan" 600 env CK_EXCLUDE_TAGS=native ./tests/check_aiometer
     rp=$(redis_program "$tsan")
     if [ -n "$rp" ] && run_step "tsan: build $rp" "$tsan" 900 make -j2 "$rp"; then
         # Its timing bounds are for native speed; TSan is 5-15x slower.
