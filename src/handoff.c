@@ -22,7 +22,7 @@
  * before its first job starts, so a call of blocking jobs never waits for
  * one of them to end before helpers are woken.  A function whose jobs were
  * short and now block is the sentinel's (sentinel.c): a caller's batch
- * that runs for a millisecond gets the call posted, so only the jobs
+ * that runs for 10 ms gets the call posted, so only the jobs
  * claimed with the blocked one wait for it, not the rest of the call.
  *
  * An amap (amap.c) does the same with its consumer in the caller's place:

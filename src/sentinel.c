@@ -18,7 +18,7 @@
  * The sentinel costs nothing while no call is alone: it exists only from
  * the first caller that goes alone until AIOMETER__SENTINEL_LINGER_NS after
  * the last one left, and meanwhile looks every AIOMETER__SENTINEL_NS (a
- * thousand short wake-ups a second, a fraction of a percent of a core).
+ * hundred short wake-ups a second).
  * A caller never wakes it: back-to-back calls pay no system call, and a
  * caller after a quiet second pays for starting it.  No thread is left
  * behind in a process that has stopped calling.
@@ -41,10 +41,13 @@
 
 /* A batch alone this long is taken for a blocked one (and the sentinel
  * looks this often while calls are alone).  A caller's batches aim at
- * 20 us (jobloop.c), so only a blocked job or a caller preempted for a
- * whole millisecond gets here; the latter costs a hand-off that was not
- * needed, the former used to hold up the call for as long as it blocked. */
-#define AIOMETER__SENTINEL_NS 1000000
+ * 20 us (jobloop.c), so only a blocked job or a caller preempted for that
+ * long gets here; the latter costs a hand-off that was not needed, the
+ * former used to hold up the call for as long as it blocked.  At 1 ms,
+ * preempted callers were posted often enough on 2 busy cores to show:
+ * W7 after W6 in one bench run took 40-59 ns/job against 19-26 without
+ * the sentinel (bench/README). */
+#define AIOMETER__SENTINEL_NS 10000000
 /* How long the sentinel keeps looking after the last call left. */
 #define AIOMETER__SENTINEL_LINGER_NS 1000000000
 

@@ -118,7 +118,7 @@ START_TEST(test_blocked_job_does_not_hold_up_the_call)
         ck_assert_ptr_eq(results[i], (void *)(2 * i + 1));
     ck_assert_msg(took >= 1.5, "the call returned before its job: %.3f s", took);
     /* Held up, they would end after 1.5 s; the sentinel looks every
-     * millisecond, and the bound leaves room for a loaded machine. */
+     * 10 ms, and the bound leaves room for a loaded machine. */
     ck_assert_msg(others < 0.75, "the other jobs waited for the blocked one: %.3f s", others);
 }
 END_TEST
