@@ -335,13 +335,17 @@ START_TEST(test_exit_in_batch_stats)
 }
 END_TEST
 
-/* An amap consumer runs tiny jobs itself when no result is ready (amap.c,
- * consumer_batch); one of them ends the consumer's thread.  The iterator
- * stays whole for another thread: it tells the failure, then the end, and
- * closes; every result it gave was right and given once. */
-enum { EXIT_AMAP_JOBS = 2000 };
+/* An amap consumer runs jobs itself when no pool thread can (call.c,
+ * aiometer__call_help_if_alone_locked); one of them ends the consumer's
+ * thread.  The iterator stays whole for another thread: it tells the
+ * failure, then the end, and closes; every result it gave was right and
+ * given once.  Both pool threads are held by the jobs of another amap,
+ * whose results nobody takes yet, while the consumer runs: the jobs can
+ * only run on the consumer. */
+enum { EXIT_AMAP_JOBS = 2000, EXIT_AMAP_HOLDERS = 2 };
 static pthread_t exit_amap_victim;
 static atomic_int exit_amap_done;
+static tu_gate exit_amap_hold;
 
 static void *exit_amap_job(void *arg)
 {
@@ -349,6 +353,16 @@ static void *exit_amap_job(void *arg)
         atomic_exchange(&exit_amap_done, 1) == 0)
         pthread_exit(NULL);
     return (void *)(2 * (uintptr_t)arg + 1);
+}
+
+/* Holds its pool thread until the test opens the gate (a time-out only
+ * lets the thread go: the test's own waits fail first). */
+static void *exit_amap_holder(void *arg)
+{
+    (void)arg;
+    tu_gate_arrive(&exit_amap_hold);
+    (void)tu_gate_wait_open(&exit_amap_hold, 60);
+    return NULL;
 }
 
 typedef struct exit_amap_state {
@@ -383,39 +397,47 @@ START_TEST(test_exit_in_amap_consumer)
 {
     static exit_amap_state st;
     static void *args[EXIT_AMAP_JOBS];
+    static void *hargs[EXIT_AMAP_HOLDERS];
     aiometer_pool *pool;
+    aiometer_amap *holder;
     aiometer_options o = { 0 };
     pthread_t t;
-    int rc, round;
+    void *r;
+    int rc;
 
     for (uintptr_t i = 0; i < EXIT_AMAP_JOBS; i++)
         args[i] = (void *)i;
-    ck_assert_int_eq(aiometer_pool_create(&pool, 2), 0);
+    ck_assert_int_eq(aiometer_pool_create(&pool, EXIT_AMAP_HOLDERS), 0);
     o.pool = pool;
-    /* Two rounds: the first teaches the library that exit_amap_job is
-     * short, so that in the second the consumer runs the jobs itself. */
-    for (round = 0; round < 2; round++) {
-        memset(&st, 0, sizeof st);
-        atomic_store(&exit_amap_done, round == 0);
-        ck_assert_int_eq(aiometer_amap_open(&st.it, exit_amap_job, args, EXIT_AMAP_JOBS, &o), 0);
-        tu_thread_start(&t, exit_amap_consumer, &st);
-        if (round == 0) {
-            ck_assert_ptr_eq(tu_thread_join(t), &st);
-            ck_assert_uint_eq(st.taken, EXIT_AMAP_JOBS);
-            ck_assert_int_eq(aiometer_amap_close(st.it), 0);
-            continue;
-        }
-        ck_assert_msg(tu_thread_join(t) == NULL, "no job ended the consumer's thread");
-        ck_assert_int_eq(atomic_load(&exit_amap_done), 1);
-        /* This thread takes over: what is left, the failure, the end. */
+    tu_gate_init(&exit_amap_hold);
+    /* Nobody consumes the holding amap yet, so only pool threads run its
+     * jobs: both are held once both jobs have arrived. */
+    ck_assert_int_eq(aiometer_amap_open(&holder, exit_amap_holder, hargs, EXIT_AMAP_HOLDERS, &o), 0);
+    ck_assert_int_eq(tu_gate_wait_arrived(&exit_amap_hold, EXIT_AMAP_HOLDERS, 30), 0);
+
+    memset(&st, 0, sizeof st);
+    atomic_store(&exit_amap_done, 0);
+    ck_assert_int_eq(aiometer_amap_open(&st.it, exit_amap_job, args, EXIT_AMAP_JOBS, &o), 0);
+    tu_thread_start(&t, exit_amap_consumer, &st);
+    ck_assert_msg(tu_thread_join(t) == NULL, "no job ended the consumer's thread");
+    ck_assert_int_eq(atomic_load(&exit_amap_done), 1);
+    /* The consumer took every result before the job that ended it. */
+    ck_assert_uint_ge(st.taken, EXIT_AMAP_JOBS / 2);
+    tu_gate_open(&exit_amap_hold);
+    while ((rc = aiometer_amap_next(holder, &r, NULL)) == 0)
+        ;
+    ck_assert_int_eq(rc, AIOMETER_DONE);
+    ck_assert_int_eq(aiometer_amap_close(holder), 0);
+
+    /* This thread takes over: what is left, the failure, the end. */
+    rc = exit_amap_take(&st);
+    if (rc == EOWNERDEAD)
         rc = exit_amap_take(&st);
-        if (rc == EOWNERDEAD)
-            rc = exit_amap_take(&st);
-        ck_assert_int_eq(rc, AIOMETER_DONE);
-        ck_assert_uint_lt(st.taken, EXIT_AMAP_JOBS);
-        rc = aiometer_amap_close(st.it);
-        ck_assert_msg(rc == 0 || rc == EOWNERDEAD, "amap_close: %d", rc);
-    }
+    ck_assert_int_eq(rc, AIOMETER_DONE);
+    ck_assert_uint_lt(st.taken, EXIT_AMAP_JOBS);
+    rc = aiometer_amap_close(st.it);
+    ck_assert_msg(rc == 0 || rc == EOWNERDEAD, "amap_close: %d", rc);
+    tu_gate_destroy(&exit_amap_hold);
     ck_assert_int_eq(aiometer_pool_destroy(pool), 0);
 }
 END_TEST
@@ -1000,11 +1022,8 @@ Suite *defects_suite(void)
     tcase_add_test(tc, test_exit_in_batch_stats);
     suite_add_tcase(s, tc);
 
-    /* Whether the consumer runs the jobs itself depends on how long they
-     * took in the first round (handoff.c): not under valgrind or TSan. */
     tc = tcase_create("thread_exit_consumer");
     tcase_set_timeout(tc, DEFECT_TIMEOUT);
-    tcase_set_tags(tc, "native");
     tcase_add_test(tc, test_exit_in_amap_consumer);
     suite_add_tcase(s, tc);
 

@@ -17,10 +17,16 @@
 #include <time.h>
 
 enum { HJOBS = 16 };
+/* Whether the library, taught, runs job 0 on the caller depends on the
+ * job times it measured, which a loaded machine can stretch: a test tries
+ * this many times to get the case it is about. */
+enum { H_ATTEMPTS = 10 };
 
 /* Job i returns 2i+1 and records when it ended; the job whose index is
- * `blocker` first sleeps in a plain nanosleep, which the library cannot
- * see or cut short. */
+ * `blocker`, when it runs on the calling thread, first sleeps in a plain
+ * nanosleep, which the library cannot see or cut short.  (Elsewhere it
+ * does not block: the attempt then did not test the sentinel, and the
+ * test tries again; see H_ATTEMPTS.) */
 static struct {
     size_t blocker;        /* SIZE_MAX: none blocks */
     double block_s;
@@ -34,9 +40,8 @@ static void *h_job(void *arg)
 {
     size_t i = (uintptr_t)arg;
 
-    if (i == hs.blocker) {
-        if (pthread_equal(pthread_self(), hs.caller))
-            atomic_store(&hs.blocked_on_caller, 1);
+    if (i == hs.blocker && pthread_equal(pthread_self(), hs.caller)) {
+        atomic_store(&hs.blocked_on_caller, 1);
         tu_sleep(hs.block_s);
     }
     atomic_store(&hs.end[i], tu_now_ns());
@@ -104,9 +109,13 @@ START_TEST(test_blocked_job_does_not_hold_up_the_call)
         jobs[i].fn = h_job;
         jobs[i].arg = (void *)(uintptr_t)i;
     }
-    h_teach(pool);
-    h_reset(0, 1.5);
-    ck_assert_int_eq(aiometer_run_all(jobs, HJOBS, results, &o), 0);
+    for (int a = 0; a < H_ATTEMPTS; a++) {
+        h_teach(pool);
+        h_reset(0, 1.5);
+        ck_assert_int_eq(aiometer_run_all(jobs, HJOBS, results, &o), 0);
+        if (atomic_load(&hs.blocked_on_caller))
+            break;
+    }
     took = tu_since(hs.t0);
     others = h_others_done();
     printf("blocked job on the caller: %d; the other 15 done after %.3f s, the call %.3f s\n",
@@ -170,16 +179,20 @@ START_TEST(test_blocked_job_in_amap_consumer)
 
     for (size_t i = 0; i < HJOBS; i++)
         args[i] = (void *)(uintptr_t)i;
-    h_teach(pool);
-    memset(&hc, 0, sizeof hc);
-    hc.args = args;
-    hc.pool = pool;
-    h_reset(0, 1.5);
-    tu_thread_start(&t, h_consume, &hc);
-    tu_thread_join(t);
-    ck_assert_int_eq(hc.end, AIOMETER_DONE);
-    ck_assert_uint_eq(hc.got, HJOBS);
-    ck_assert_int_eq(aiometer_amap_close(hc.it), 0);
+    for (int a = 0; a < H_ATTEMPTS; a++) {
+        h_teach(pool);
+        memset(&hc, 0, sizeof hc);
+        hc.args = args;
+        hc.pool = pool;
+        h_reset(0, 1.5);
+        tu_thread_start(&t, h_consume, &hc);
+        tu_thread_join(t);
+        ck_assert_int_eq(hc.end, AIOMETER_DONE);
+        ck_assert_uint_eq(hc.got, HJOBS);
+        ck_assert_int_eq(aiometer_amap_close(hc.it), 0);
+        if (atomic_load(&hs.blocked_on_caller))
+            break;
+    }
     others = h_others_done();
     printf("amap: blocked job on the consumer: %d; the other 15 done after %.3f s, "
            "taken after %.3f s\n",
