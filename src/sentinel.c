@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A batch alone this long is taken for a blocked one (and the sentinel
@@ -58,6 +59,24 @@ static int started;  /* the thread runs (in this process) and looks */
 static int stopping; /* the process is ending: the thread returns */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/* The sentinel's waits end at aiometer__now_ns() times, so its condition
+ * variable must wait on CLOCK_MONOTONIC.  (With the static initialiser's
+ * wall clock, every wait timed out at once, and the sentinel used a whole
+ * core for as long as it lived: check_handoff.c.)  Not through
+ * aiometer__cond_init: it is made once per process, and glibc and musl
+ * never fail it; if they did, the static one stays and the sentinel would
+ * only look more often. */
+static void make_cv(void)
+{
+    pthread_condattr_t attr;
+
+    if (pthread_condattr_init(&attr) != 0)
+        return;
+    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0)
+        pthread_cond_init(&cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
 static void fork_prepare(void)
 {
     aiometer__lock(&lock);
@@ -77,12 +96,13 @@ static void fork_child(void)
 {
     aiometer__list_init(&calls);
     started = 0;
-    pthread_cond_init(&cv, NULL);
+    make_cv();
     aiometer__unlock(&lock);
 }
 
 static void register_atfork(void)
 {
+    make_cv();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 

@@ -10,6 +10,7 @@
  */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -132,6 +133,56 @@ START_TEST(test_blocked_job_does_not_hold_up_the_call)
 }
 END_TEST
 
+/* CPU seconds this process has used. */
+static double h_cpu(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Threads of this process. */
+static int h_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* After calls that ran alone, the sentinel goes on looking for a second
+ * after the last one, but costs next to no CPU meanwhile: it sleeps
+ * between looks.  Then its thread ends.  (It spun once: its condition
+ * variable waited on the wall clock for a monotonic deadline, so every
+ * wait timed out at once, and it used a whole core for that second.) */
+START_TEST(test_sentinel_sleeps_then_leaves)
+{
+    aiometer_pool *pool = tu_pool(4);
+    int before, after;
+    double c0, used;
+
+    h_teach(pool);
+    /* The sentinel is one of these; the pool's threads stay. */
+    before = h_threads();
+    c0 = h_cpu();
+    tu_sleep(0.3);
+    used = h_cpu() - c0;
+    printf("sentinel: CPU used in 0.3 s after the calls: %.4f s\n", used);
+    ck_assert_msg(used < 0.06, "the process used %.3f s of CPU in 0.3 s while idle", used);
+    /* Gone within the second it lingers (and some slack). */
+    for (int i = 0; i < 40 && (after = h_threads()) >= before; i++)
+        tu_sleep(0.05);
+    ck_assert_msg(after == before - 1, "threads: %d after the calls, %d two seconds later",
+                  before, after);
+}
+END_TEST
+
 /* The same through an amap whose consumer runs the jobs itself: the other
  * jobs run while the blocked one still sleeps (their results wait for the
  * consumer, whose thread is the one blocked). */
@@ -212,6 +263,7 @@ Suite *handoff_suite(void)
     tcase_set_tags(tc, "native");
     tcase_add_test(tc, test_blocked_job_does_not_hold_up_the_call);
     tcase_add_test(tc, test_blocked_job_in_amap_consumer);
+    tcase_add_test(tc, test_sentinel_sleeps_then_leaves);
     suite_add_tcase(s, tc);
     return s;
 }
