@@ -115,7 +115,6 @@ int aiometer__call_init(struct aiometer__call *c, const struct aiometer__policy 
     memset(c, 0, sizeof(*c));
     c->task.ops = &call_task_ops;
     aiometer__list_init(&c->task.node);
-    aiometer__list_init(&c->watch);
     c->policy = policy;
     c->pool = pool;
     c->n = n;

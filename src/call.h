@@ -141,11 +141,12 @@ struct aiometer__call {
     atomic_size_t recruit;
     atomic_int learn;
     atomic_int recruit_doubt; /* the last batch alone looked slow */
-    /* sentinel.c: while the caller is alone, the call is on the sentinel's
-     * list (watched, the caller's own flag), and alone_t0 is when the
-     * caller's current batch started (0: between batches). */
+    /* sentinel.c: while the caller is alone, the call holds one of the
+     * sentinel's slots (watched, the caller's own flag; watch_slot, which
+     * one), and alone_t0 is when the caller's current batch started (0:
+     * between batches). */
     int watched;
-    struct aiometer__list watch;
+    unsigned watch_slot;
     _Atomic uint64_t alone_t0;
 
     /* Read and written lock-free. */
@@ -310,8 +311,8 @@ size_t aiometer__claim_source(struct aiometer__call *c, size_t want, int may_wai
 /* ---- sentinel.c ---- */
 
 /* Put c, whose caller is about to run its jobs alone with c->recruit set,
- * under the sentinel's watch: 0, or an errno value (the sentinel could not
- * be started) with nothing done. */
+ * under the sentinel's watch: 0, or an errno value (EAGAIN: every slot
+ * taken; the sentinel could not be started) with nothing done. */
 int aiometer__sentinel_watch(struct aiometer__call *c);
 /* Take c off the watch (if it is on it); after this the sentinel neither
  * reads c nor posts it. */
