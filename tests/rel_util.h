@@ -34,12 +34,18 @@ void rel_sleep(double seconds);
 /* The number of threads of this process, from /proc/self/task; -1 if it
  * cannot be read (the caller then skips the check rather than pass it). */
 int rel_thread_count(void);
+/* The same, leaving out the library's sentinel thread (named
+ * aio-sentinel): it lingers for a second after the last call that ran
+ * alone, by design, and check_handoff.c checks that it then leaves. */
+int rel_thread_count_but_sentinel(void);
 
 /* Wait up to `seconds` for the thread count to come down to `want`: a
  * thread that has been joined is gone at once, but one that is still
  * leaving (a detached helper of the test) may take a moment.  Returns the
  * last count seen. */
 int rel_wait_thread_count(int want, double seconds);
+/* The same with another count (rel_thread_count_but_sentinel). */
+int rel_wait_thread_count_of(int (*count)(void), int want, double seconds);
 
 /* The number of open file descriptors of this process, from /proc/self/fd
  * (not counting the one used to read it); -1 if it cannot be read. */
