@@ -185,7 +185,11 @@ if build vg --enable-fault-injection \
     #    the business of the TSan build.
     #  - "dubious: associated lock is not held by any thread": a signal or
     #    broadcast made after unlocking, which POSIX allows; the pool wakes
-    #    its workers that way on purpose (see aio_pool_post in src/pool.c).
+    #    its workers that way on purpose (aiometer__pool_post and
+    #    relay_wakeups in src/pool.c).  When another thread happens to have
+    #    taken the lock by then, the same signal reads "associated lock is
+    #    not held by calling thread" (one in a CI rehearsal, from
+    #    relay_wakeups): counted with them.
     hgxml=$tmp/helgrind.xml
     retry_status=1
     if run_step "vg: helgrind Check suites" "$vg" 900 env CK_FORK=no CK_EXCLUDE_TAGS="timing native" \
@@ -198,15 +202,14 @@ if build vg --enable-fault-injection \
              /<text>/ && t == "" { t = $0; gsub(/.*<text>|<\/text>.*/, "", t) }
              /<\/error>/ { print k "\t" t }' "$hgxml" > "$tmp/helgrind.errors"
         races=$(grep -c '^Race' "$tmp/helgrind.errors")
-        dubious=$(grep -c '^Misc.*dubious: associated lock is not held by any thread' "$tmp/helgrind.errors")
-        others=$(grep -v '^Race' "$tmp/helgrind.errors" \
-                 | grep -vc 'dubious: associated lock is not held by any thread')
+        unlocked='associated lock is not held by (any|calling) thread'
+        dubious=$(grep -Ec "^Misc.*$unlocked" "$tmp/helgrind.errors")
+        others=$(grep -v '^Race' "$tmp/helgrind.errors" | grep -Evc "$unlocked")
         say "      helgrind: $others lock-order or pthread-misuse errors (gated); not gated: $races race reports on lock-free paths (TSan covers races), $dubious signals after unlocking"
         if [ "$others" -ne 0 ]; then
             failures=$((failures + 1))
             say "FAIL  vg: helgrind found lock-order or pthread-misuse errors:"
-            grep -v '^Race' "$tmp/helgrind.errors" \
-                | grep -v 'dubious: associated lock is not held by any thread' \
+            grep -v '^Race' "$tmp/helgrind.errors" | grep -Ev "$unlocked" \
                 | sort | uniq -c | sed 's/^/      | /'
         fi
     fi
