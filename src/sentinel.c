@@ -22,13 +22,16 @@
  * 2 cores lost 7-10 % of their throughput to a list under one mutex
  * (bench/README).
  *
- * The sentinel costs nothing while no call is alone: it exists only from
- * the first caller that goes alone until AIOMETER__SENTINEL_LINGER_NS after
- * the last one left, and meanwhile looks every AIOMETER__SENTINEL_NS (a
- * hundred short wake-ups a second).  A caller never wakes it: back-to-back
- * calls pay no system call, and a caller after a quiet second pays for
- * starting it.  No thread is left behind in a process that has stopped
- * calling.
+ * The sentinel costs next to nothing while no call is alone.  It exists
+ * only from the first caller that goes alone until
+ * AIOMETER__SENTINEL_LINGER_NS after the last one left.  While calls come
+ * it looks every AIOMETER__SENTINEL_NS (a hundred short wake-ups a
+ * second); after AIOMETER__SENTINEL_DOZE_NS without one it dozes, and
+ * then the next caller to go alone wakes it (one signal, at most once per
+ * doze).  Back-to-back calls pay no system call, and a caller after a
+ * quiet second pays for starting it.  No thread is left behind in a
+ * process that has stopped calling: its last second costs about a dozen
+ * wake-ups (bench/README, idle).
  *
  * Lifetime.  The sentinel reads a call only while it has pinned its slot
  * (the low bit of the word, set by compare-and-swap from the bare
@@ -41,11 +44,13 @@
  * caller_runs) come after its unwatch, which reads what the sentinel
  * stored after posting.
  *
- * Starting and stopping.  A caller stores its slot, then reads `running`;
- * a sentinel that found nothing to watch for the linger time clears
- * `running`, then looks at the slots once more.  Both orders are
- * sequentially consistent, so at least one of them sees the other: either
- * the caller starts a sentinel or the old one keeps going. */
+ * Dozing, waking and stopping.  A caller stores its slot, then reads
+ * `running`; a sentinel about to doze sets DOZING, then looks at the slots
+ * once more.  Both orders are sequentially consistent, so at least one of
+ * them sees the other: the sentinel goes on looking, or the caller sees
+ * DOZING and wakes it.  Waking, and a dozing sentinel's decision to stop
+ * (DOZING to NONE), happen under the lock, so a caller either wakes the
+ * sentinel before it decides or starts a new one after. */
 #include "config.h"
 #include "call.h"
 #include "clock.h"
@@ -69,7 +74,10 @@
  * W7 after W6 in one bench run took 40-59 ns/job against 19-26 without
  * the sentinel (bench/README). */
 #define AIOMETER__SENTINEL_NS 10000000
-/* How long the sentinel keeps looking after the last call left. */
+/* After this long with nothing to watch, the sentinel stops looking and
+ * dozes until a caller wakes it (or the linger below ends). */
+#define AIOMETER__SENTINEL_DOZE_NS 100000000
+/* How long the sentinel stays, dozing, after the last call left. */
 #define AIOMETER__SENTINEL_LINGER_NS 1000000000
 /* Calls watched at once; a caller that finds every slot taken posts its
  * call at once, as for an unknown job function. */
@@ -88,7 +96,11 @@ static atomic_uint next_hint;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static atomic_int running; /* a sentinel looks and will see a new slot */
+/* What the sentinel does: a caller that takes a slot while it is LOOKING
+ * has nothing else to do; one that sees it DOZING wakes it; NONE: there
+ * is none, start one.  Changed under the lock. */
+enum { NONE, LOOKING, DOZING };
+static atomic_int running;
 static int threads;        /* sentinel threads not yet ended (lock) */
 static int stopping;       /* the process is ending: threads return (lock) */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -131,7 +143,7 @@ static void fork_child(void)
 {
     for (size_t i = 0; i < AIOMETER__SENTINEL_SLOTS; i++)
         atomic_store_explicit(&slots[i].call, 0, memory_order_relaxed);
-    atomic_store(&running, 0);
+    atomic_store(&running, NONE);
     threads = 0;
     make_cv();
     aiometer__unlock(&lock);
@@ -203,35 +215,48 @@ static void *sentinel_main(void *arg)
     aiometer__lock(&lock);
     while (!stopping) {
         uint64_t now = aiometer__now_ns();
+        int any;
 
         aiometer__unlock(&lock);
-        if (look(now)) {
-            last_busy = now;
-        } else if (now - last_busy >= AIOMETER__SENTINEL_LINGER_NS) {
-            /* Stop, unless a caller took a slot while seeing `running`
-             * still set (see the top of the file). */
+        any = look(now);
+        if (!any && now - last_busy >= AIOMETER__SENTINEL_DOZE_NS) {
+            /* Doze, unless a caller took a slot while seeing LOOKING
+             * (see the top of the file). */
             aiometer__lock(&lock);
-            atomic_store(&running, 0);
+            atomic_store(&running, DOZING);
             aiometer__unlock(&lock);
-            if (!any_slot_taken()) {
-                aiometer__lock(&lock);
-                break;
+            any = any_slot_taken();
+            aiometer__lock(&lock);
+            if (any) {
+                atomic_store(&running, LOOKING);
+            } else {
+                uint64_t end = last_busy + AIOMETER__SENTINEL_LINGER_NS;
+
+                while (atomic_load(&running) == DOZING && !stopping && aiometer__now_ns() < end)
+                    aiometer__cond_wait_until(&cv, &lock, end);
+                if (stopping)
+                    break;
+                if (atomic_load(&running) == DOZING) {
+                    /* Nobody came: a caller from now on starts another. */
+                    atomic_store(&running, NONE);
+                    break;
+                }
+                /* A caller woke us (start_sentinel): look at once. */
+                last_busy = aiometer__now_ns();
+                continue;
             }
+        } else {
             aiometer__lock(&lock);
-            if (atomic_load(&running))
-                break; /* a caller started another one */
-            atomic_store(&running, 1);
-            aiometer__unlock(&lock);
-            last_busy = now;
         }
-        aiometer__lock(&lock);
+        if (any)
+            last_busy = now;
         if (stopping)
             break;
         aiometer__cond_wait_until(&cv, &lock, now + AIOMETER__SENTINEL_NS);
     }
     /* Callers from now on post at once (start_sentinel says ESHUTDOWN). */
     if (stopping)
-        atomic_store(&running, 0);
+        atomic_store(&running, NONE);
     /* The destructor waits for this. */
     threads--;
     pthread_cond_broadcast(&cv);
@@ -247,13 +272,16 @@ static int start_sentinel(void)
     aiometer__lock(&lock);
     if (stopping) {
         err = ESHUTDOWN;
-    } else if (!atomic_load(&running)) {
+    } else if (atomic_load(&running) == DOZING) {
+        atomic_store(&running, LOOKING);
+        pthread_cond_broadcast(&cv);
+    } else if (atomic_load(&running) == NONE) {
         pthread_t t;
 
         err = aiometer__thread_create(&t, sentinel_main, NULL);
         if (err == 0) {
             threads++;
-            atomic_store(&running, 1);
+            atomic_store(&running, LOOKING);
         }
     }
     aiometer__unlock(&lock);
@@ -286,7 +314,7 @@ int aiometer__sentinel_watch(struct aiometer__call *c)
             break;
         }
     }
-    if (!atomic_load(&running) && (err = start_sentinel()) != 0) {
+    if (atomic_load(&running) != LOOKING && (err = start_sentinel()) != 0) {
         aiometer__sentinel_unwatch(c);
         return err;
     }
