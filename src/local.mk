@@ -5,7 +5,7 @@ src_libaiometer_la_SOURCES = \
 	src/clock.c src/clock.h \
 	src/syscalls.c src/syscalls.h \
 	src/fdsem.c src/fdsem.h \
-	src/pool.c src/pool.h \
+	src/pool.c src/pool.h src/pool_impl.h src/pool_fork.c \
 	src/limiter.c src/limiter.h src/keytable.c \
 	src/host_open.c src/host_limiter.c src/host_keys.c src/host_owner.c src/host_limiter.h \
 	src/completion.c src/completion.h \

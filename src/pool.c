@@ -1,7 +1,8 @@
-/* pool.c - worker threads, the pool's queue of tasks, the default pool,
- * and what happens to pools across fork(). */
+/* pool.c - worker threads, the pool's queue of tasks and the default pool
+ * (what happens to pools across fork() is in pool_fork.c). */
 #include "config.h"
 #include "pool.h"
+#include "pool_impl.h"
 #include "syscalls.h"
 
 #include <errno.h>
@@ -14,50 +15,18 @@
 #include <sys/prctl.h>
 #endif
 
-/* Locking: lock guards every field that is not atomic, and the node of
- * every task in the queue. */
-struct aiometer_pool {
-    pthread_mutex_t lock;
-    /* Idle workers wait here for a task to help.  Signalled by
-     * aiometer__pool_post() (once per helper wanted), broadcast at shutdown. */
-    pthread_cond_t work_cv;
-    struct aiometer__list queue;        /* tasks that may want helpers */
-    pthread_t *threads;           /* max_threads entries, nthreads started */
-    size_t max_threads;
-    size_t nthreads;
-    size_t nidle;                 /* workers waiting on work_cv */
-    size_t wakeups;               /* signals sent that no worker has taken yet */
-    size_t relay;                 /* of those, left to the next to wake */
-    int post_cpu;                 /* the core of the post that left them */
-    size_t starting;              /* started, not yet looking for work */
-    int start_failed;             /* the last thread start failed (EAGAIN
-                                   * from RLIMIT_NPROC, say): cleared by the
-                                   * next one that works */
-    int shutdown;
-    int is_default;
-    unsigned long timer_slack_ns; /* set on each worker; 0: leave it */
-    atomic_size_t calls;          /* calls in flight: destroy says EBUSY */
-    /* The registry of all pools, for fork; guarded by registry_lock. */
-    struct aiometer__list reg;
-};
-
 /* Workers sleep with 1 ns of timer slack by default: a rate wait or a job's
  * nanosleep then ends within microseconds of its time instead of the 50 us
  * the kernel allows by default.  AIOMETER_TIMER_SLACK_NS overrides it (0
  * leaves the kernel's default alone). */
 #define AIOMETER__DEFAULT_TIMER_SLACK_NS 1UL
 
-/* Every pool, so that fork() can put them right in the child.  Lock order:
- * default_lock, then registry_lock, then each pool's lock. */
-static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct aiometer__list registry = { &registry, &registry };
+/* Guards making the default pool (lock order: pool_impl.h). */
+pthread_mutex_t aiometer__default_pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static aiometer_pool *_Atomic default_pool;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 _Thread_local int aiometer__on_worker;
-/* The pool of this worker thread, for aiometer__pool_worker_lost(). */
-static _Thread_local aiometer_pool *worker_pool;
+_Thread_local aiometer_pool *aiometer__worker_pool;
 
 /* ---- the queue of tasks (pool->lock held) -------------------------------------- */
 
@@ -110,7 +79,7 @@ static void *worker_main(void *arg)
     int cs;
 
     aiometer__on_worker = 1;
-    worker_pool = p;
+    aiometer__worker_pool = p;
     /* A pool thread belongs to the library: pthread_cancel must not cut
      * one short in the middle of a call (see aiometer__nocancel_begin). */
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
@@ -205,7 +174,7 @@ int aiometer__pool_saturated(aiometer_pool *p)
 
 void aiometer__pool_worker_lost(void)
 {
-    aiometer_pool *p = worker_pool;
+    aiometer_pool *p = aiometer__worker_pool;
     pthread_t self = pthread_self();
 
     if (!p)
@@ -221,7 +190,7 @@ void aiometer__pool_worker_lost(void)
         }
     }
     aiometer__unlock(&p->lock);
-    worker_pool = NULL;
+    aiometer__worker_pool = NULL;
     aiometer__on_worker = 0;
 }
 
@@ -253,55 +222,6 @@ void aiometer__pool_release(aiometer_pool *p)
     atomic_fetch_sub(&p->calls, 1);
 }
 
-/* ---- fork ---------------------------------------------------------------- */
-
-static void fork_prepare(void)
-{
-    aiometer__lock(&default_lock);
-    aiometer__lock(&registry_lock);
-    for (struct aiometer__list *n = registry.next; n != &registry; n = n->next)
-        aiometer__lock(&aiometer__list_entry(n, aiometer_pool, reg)->lock);
-}
-
-static void fork_parent(void)
-{
-    for (struct aiometer__list *n = registry.next; n != &registry; n = n->next)
-        aiometer__unlock(&aiometer__list_entry(n, aiometer_pool, reg)->lock);
-    aiometer__unlock(&registry_lock);
-    aiometer__unlock(&default_lock);
-}
-
-/* The child has only the thread that forked.  Each pool forgets the threads
- * and calls it had (they are not here: joining them would hang), and starts
- * new threads when next used, as a fresh pool would. */
-static void fork_child(void)
-{
-    /* The forking thread may have been a pool thread: in the child it is
-     * not (the job context is cleared by jobloop.c's own handler). */
-    aiometer__on_worker = 0;
-    worker_pool = NULL;
-    for (struct aiometer__list *n = registry.next; n != &registry; n = n->next) {
-        aiometer_pool *p = aiometer__list_entry(n, aiometer_pool, reg);
-        /* The tasks queued lived on the stacks of threads that are gone. */
-        aiometer__list_init(&p->queue);
-        p->nthreads = p->nidle = p->wakeups = p->relay = p->starting = 0;
-        p->start_failed = 0;
-        atomic_store(&p->calls, 0);
-        /* Waiters on work_cv vanished with their threads; start it anew. */
-        memset(&p->work_cv, 0, sizeof(p->work_cv));
-        if (aiometer__cond_init(&p->work_cv) != 0)
-            abort();
-        aiometer__unlock(&p->lock);
-    }
-    aiometer__unlock(&registry_lock);
-    aiometer__unlock(&default_lock);
-}
-
-static void register_atfork(void)
-{
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
-}
-
 /* ---- creating and destroying ---------------------------------------------------- */
 
 /* The environment variable `name` as a number in [min, max], or dflt when
@@ -327,7 +247,6 @@ static int pool_new(aiometer_pool **out, size_t threads, int is_default)
     aiometer_pool *p;
     int err;
 
-    pthread_once(&atfork_once, register_atfork);
     p = aiometer__calloc(1, sizeof(*p));
     if (!p)
         return ENOMEM;
@@ -353,9 +272,7 @@ static int pool_new(aiometer_pool **out, size_t threads, int is_default)
                                    ULONG_MAX);
     atomic_init(&p->calls, 0);
 
-    aiometer__lock(&registry_lock);
-    aiometer__list_append(&registry, &p->reg);
-    aiometer__unlock(&registry_lock);
+    aiometer__pool_register(p);
     *out = p;
     return 0;
 }
@@ -378,9 +295,7 @@ static void pool_free(aiometer_pool *p)
     for (size_t i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
 
-    aiometer__lock(&registry_lock);
-    aiometer__list_remove(&p->reg);
-    aiometer__unlock(&registry_lock);
+    aiometer__pool_unregister(p);
 
     pthread_cond_destroy(&p->work_cv);
     pthread_mutex_destroy(&p->lock);
@@ -422,8 +337,8 @@ int aiometer__pool_resolve(aiometer_pool *p, aiometer_pool **out)
     }
     p = atomic_load_explicit(&default_pool, memory_order_acquire);
     if (!p) {
-        aiometer__lock(&default_lock);
-        /* Relaxed: default_lock orders this load after any store made
+        aiometer__lock(&aiometer__default_pool_lock);
+        /* Relaxed: the lock orders this load after any store made
          * under it. */
         p = atomic_load_explicit(&default_pool, memory_order_relaxed);
         if (!p) {
@@ -431,7 +346,7 @@ int aiometer__pool_resolve(aiometer_pool *p, aiometer_pool **out)
             if (!err)
                 atomic_store_explicit(&default_pool, p, memory_order_release);
         }
-        aiometer__unlock(&default_lock);
+        aiometer__unlock(&aiometer__default_pool_lock);
     }
     *out = p;
     return err;
