@@ -380,6 +380,21 @@ static void close_unwound(void *arg)
     amap_free(it);
 }
 
+static void amap_free_unwound(void *arg)
+{
+    amap_free(arg);
+}
+
+/* Finish the call and free the iterator.  The final progress report may
+ * end this thread (call.c): the iterator goes with it. */
+static void close_finish(aiometer_amap *it)
+{
+    pthread_cleanup_push(amap_free_unwound, it);
+    aiometer__call_finish(&it->call);
+    pthread_cleanup_pop(0);
+    amap_free(it);
+}
+
 /* Help with the jobs left, if the consumer may, and wait for them all. */
 static void close_wait(aiometer_amap *it)
 {
@@ -428,8 +443,7 @@ int aiometer_amap_close(aiometer_amap *it)
         ret = c->err;
     else if (atomic_load(&c->stop) == AIOMETER__STOP_TIMEOUT && it->end != ETIMEDOUT)
         ret = aiometer__call_verdict(c);
-    aiometer__call_finish(c);
-    amap_free(it);
+    close_finish(it);
     aiometer__nocancel_end(cs, 1);
     return ret;
 }

@@ -415,6 +415,31 @@ int aiometer__call_verdict(struct aiometer__call *c)
     }
 }
 
+/* What a finished call still holds: its place among the limiter's and the
+ * pool's users, its locks and its descriptors. */
+static void let_go(void *arg)
+{
+    struct aiometer__call *c = arg;
+
+    if (c->shared)
+        atomic_fetch_sub(&c->shared->users, 1);
+    aiometer__pool_release(c->pool);
+    aiometer__call_undo_init(c);
+}
+
+/* The final report runs the user's progress callback: if that ends the
+ * thread (pthread_exit), the call lets go of what it holds as the thread
+ * unwinds, or the pool and the limiter would count it as a user for ever
+ * (aiometer_pool_destroy, aiometer_limiter_destroy: EBUSY).  opts.stats is
+ * then left as it was.  (A function of its own, so that no local of the
+ * caller lives across the cleanup handler's setjmp.) */
+static void final_report(struct aiometer__call *c, int ret)
+{
+    pthread_cleanup_push(let_go, c);
+    aiometer__progress_final(c, ret);
+    pthread_cleanup_pop(0);
+}
+
 int aiometer__call_finish(struct aiometer__call *c)
 {
     int ret = aiometer__call_verdict(c);
@@ -425,11 +450,8 @@ int aiometer__call_finish(struct aiometer__call *c)
     if (c->errors)
         for (size_t i = atomic_load(&c->next); i < c->n; i++)
             c->errors[i] = ECANCELED; /* never claimed, so never run */
-    aiometer__progress_final(c, ret);
-    if (c->shared)
-        atomic_fetch_sub(&c->shared->users, 1);
-    aiometer__pool_release(c->pool);
-    aiometer__call_undo_init(c);
+    final_report(c, ret);
+    let_go(c);
     return ret;
 }
 

@@ -17,6 +17,7 @@
 #include <check.h>
 #include <errno.h>
 #include <float.h>
+#include <math.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -999,6 +1000,96 @@ START_TEST(test_amap_several_consumers)
 }
 END_TEST
 
+/* ---- the final progress report ends the thread ------------------------------ */
+
+/* The progress callback calls pthread_exit in the report that closes the
+ * call (the interval is infinite, so that is the only report, and it runs
+ * on the thread that made the call).  The thread ends; the call must not
+ * stay counted among the pool's and the limiter's users, or neither could
+ * ever be destroyed (EBUSY), and an amap's iterator must be freed (the
+ * memcheck and ASan runs of this suite see a leak). */
+enum { FINAL_EACH, FINAL_ANY, FINAL_AMAP, FINAL_CASES };
+enum { FINAL_JOBS = 8 };
+
+typedef struct final_case {
+    int kind;
+    aiometer_pool *pool;
+    aiometer_limiter *lim;
+    atomic_int reports;
+    atomic_int ran;
+    int reached_end; /* set if the call returned, which it must not */
+} final_case;
+
+static void final_report_exits(const aiometer_progress *p, void *user)
+{
+    final_case *fc = user;
+
+    (void)p;
+    atomic_fetch_add(&fc->reports, 1);
+    pthread_exit(NULL);
+}
+
+static void *final_job(void *arg)
+{
+    final_case *fc = arg;
+
+    atomic_fetch_add(&fc->ran, 1);
+    return arg;
+}
+
+static void *final_thread(void *arg)
+{
+    final_case *fc = arg;
+    aiometer_options o = { 0 };
+    aiometer_job jobs[FINAL_JOBS];
+    void *args[FINAL_JOBS], *res;
+    aiometer_stats st;
+    size_t idx;
+
+    for (int i = 0; i < FINAL_JOBS; i++) {
+        jobs[i].fn = final_job;
+        jobs[i].arg = args[i] = fc;
+    }
+    o.pool = fc->pool;
+    o.limiter = fc->lim;
+    o.progress = final_report_exits;
+    o.progress_arg = fc;
+    o.progress_interval = INFINITY;
+    o.stats = &st;
+    if (fc->kind == FINAL_EACH) {
+        aiometer_run_on_each(final_job, args, FINAL_JOBS, &o);
+    } else if (fc->kind == FINAL_ANY) {
+        aiometer_run_any(jobs, FINAL_JOBS, &res, &idx, &o);
+    } else {
+        aiometer_amap *it;
+        ck_assert_int_eq(aiometer_amap_open(&it, final_job, args, FINAL_JOBS, &o), 0);
+        while (aiometer_amap_next(it, &res, &idx) == 0)
+            ;
+        aiometer_amap_close(it);
+    }
+    fc->reached_end = 1;
+    return fc;
+}
+
+START_TEST(test_exit_in_final_report)
+{
+    final_case fc;
+    pthread_t t;
+
+    memset(&fc, 0, sizeof fc);
+    fc.kind = _i;
+    ck_assert_int_eq(aiometer_pool_create(&fc.pool, 2), 0);
+    ck_assert_int_eq(aiometer_limiter_create(&fc.lim, 1e6, 1000), 0);
+    tu_thread_start(&t, final_thread, &fc);
+    ck_assert_ptr_null(tu_thread_join(t));
+    ck_assert_int_eq(fc.reached_end, 0);
+    ck_assert_int_eq(atomic_load(&fc.reports), 1);
+    ck_assert_int_ge(atomic_load(&fc.ran), 1);
+    ck_assert_int_eq(aiometer_limiter_destroy(fc.lim), 0);
+    ck_assert_int_eq(aiometer_pool_destroy(fc.pool), 0);
+}
+END_TEST
+
 Suite *defects_suite(void)
 {
     Suite *s = suite_create("defects");
@@ -1020,6 +1111,7 @@ Suite *defects_suite(void)
     tcase_add_test(tc, test_exit_on_caller);
     tcase_add_test(tc, test_exit_in_source);
     tcase_add_test(tc, test_exit_in_batch_stats);
+    tcase_add_loop_test(tc, test_exit_in_final_report, 0, FINAL_CASES);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("thread_exit_consumer");
