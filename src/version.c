@@ -21,7 +21,18 @@ const char *aiometer_strerror(int err)
         return "No more results";
     if (err == 0)
         return "Success";
-    /* strerror() is not required to be thread-safe, but glibc's and musl's
-     * are for the values they know, which are the only ones we return. */
+#ifdef HAVE_STRERRORDESC_NP
+    /* Not strerror(): for a value glibc does not know it writes "Unknown
+     * error N" into a buffer of the thread's that its next call frees, and a
+     * job may fail with a value of the program's own (aiometer_fail), so a
+     * message handed out earlier would change or be freed under its
+     * reader.  strerrordesc_np() only ever returns static text. */
+    const char *m = strerrordesc_np(err);
+
+    return m ? m : "Unknown error";
+#else
+    /* musl's strerror() returns static text for every value, unknown ones
+     * included. */
     return strerror(err);
+#endif
 }

@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -1090,6 +1091,46 @@ START_TEST(test_exit_in_final_report)
 }
 END_TEST
 
+/* ---- aiometer_strerror of a program's own error value ------------------------- */
+
+static void *fail_with_arg(void *arg)
+{
+    aiometer_fail((int)(intptr_t)arg);
+    return NULL;
+}
+
+/* A job may fail with a value of the program's own.  The message for it
+ * is static, as aiometer_strerror(3) says: a later call, for another such
+ * value, neither changes nor frees it (glibc's strerror() did both: its
+ * "Unknown error N" lives in a buffer that its next call frees, which the
+ * ASan run of this suite reports as a use after free). */
+START_TEST(test_strerror_own_values_stay)
+{
+    void *a1[] = { (void *)(intptr_t)1001 }, *a2[] = { (void *)(intptr_t)1002 };
+    int e1 = aiometer_run_on_each(fail_with_arg, a1, 1, NULL);
+    int e2 = aiometer_run_on_each(fail_with_arg, a2, 1, NULL);
+    const char *m1, *m2, *known;
+    char copy[128];
+
+    ck_assert_int_eq(e1, 1001);
+    ck_assert_int_eq(e2, 1002);
+    m1 = aiometer_strerror(e1);
+    ck_assert_ptr_nonnull(m1);
+    ck_assert_uint_gt(strlen(m1), 0);
+    snprintf(copy, sizeof copy, "%s", m1);
+    m2 = aiometer_strerror(e2);
+    ck_assert_ptr_nonnull(m2);
+    ck_assert_str_eq(m1, copy);
+    ck_assert_ptr_nonnull(aiometer_strerror(-12345));
+    ck_assert_str_eq(m1, copy);
+    /* Values the system knows keep their own messages. */
+    known = aiometer_strerror(EINVAL);
+    ck_assert_str_ne(known, m1);
+    ck_assert_str_ne(aiometer_strerror(ETIMEDOUT), known);
+    ck_assert_str_eq(aiometer_strerror(AIOMETER_DONE), "No more results");
+}
+END_TEST
+
 Suite *defects_suite(void)
 {
     Suite *s = suite_create("defects");
@@ -1142,6 +1183,11 @@ Suite *defects_suite(void)
     tcase_set_timeout(tc, DEFECT_TIMEOUT);
     tcase_set_tags(tc, "timing");
     tcase_add_test(tc, test_fork_in_job_sleep);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("strerror");
+    tcase_set_timeout(tc, DEFECT_TIMEOUT);
+    tcase_add_test(tc, test_strerror_own_values_stay);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("amap_consumers");
