@@ -130,6 +130,26 @@ static void report_leftover(struct cli_job *job, void *arg)
         left->output_gone = 1;
 }
 
+/* A standard descriptor we were started without must stay unused: the
+ * next descriptor we open would take its number, and the input would be
+ * read from, or the output written into, a pipe of our own (the kill
+ * pipe, say, whose read end the kill then waits on).  Each closed one gets
+ * /dev/null opened the wrong way round, so that it behaves as the closed
+ * descriptor it stands for: reading 0, or writing 1 or 2, fails with
+ * EBADF, and the manual's statuses for an unreadable input and unwritable
+ * output apply.  Close-on-exec: a job, too, finds it closed.  open() takes
+ * the lowest free number, so going up from 0 fills each gap in place. */
+static int reserve_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        if (open("/dev/null", (fd == 0 ? O_WRONLY : O_RDONLY) | O_CLOEXEC) < 0)
+            return errno;
+    }
+    return 0;
+}
+
 static int fail(const char *what, int err)
 {
     fprintf(stderr, "aiometer: %s: %s\n", what, strerror(err));
@@ -153,6 +173,9 @@ int main(int argc, char **argv)
     size_t failed;
     void *result;
 
+    err = reserve_std_fds();
+    if (err)
+        return fail("/dev/null", err);
     ret = cli_parse_options(argc, argv, &cfg);
     if (ret)
         return ret < 0 ? 0 : ret;

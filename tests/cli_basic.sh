@@ -95,4 +95,37 @@ awk -F '\t' -v now="$start" '
     END { if (NR != 4) { print NR - 1 " lines"; bad = 1 }; exit bad }' log ||
     eco_fail "--joblog lines do not parse: $(cat log)"
 
+# A standard descriptor we were started without stays closed in effect: no
+# descriptor of aiometer's own (the kill pipe) takes its number.  A closed
+# standard input is an unreadable input, at once (it used to be the kill
+# pipe's read end, read for ever); `timeout` turns a hang into 124.
+msg=$(timeout -k 1 5 "$AIOMETER" echo 2>&1 <&-)
+rc=$?
+[ "$rc" -eq 255 ] || eco_fail "closed standard input: exit status $rc, expected 255"
+case $msg in
+*"cannot read the input"*) ;;
+*) eco_fail "closed standard input: message '$msg'" ;;
+esac
+# A closed standard output is unwritable output once a job's output goes
+# there, and no matter if nothing does.
+msg=$(am echo ::: a 2>&1 >&-)
+rc=$?
+[ "$rc" -eq 255 ] || eco_fail "closed standard output: exit status $rc, expected 255"
+case $msg in
+*"cannot write the output"*) ;;
+*) eco_fail "closed standard output: message '$msg'" ;;
+esac
+am true ::: a >&-
+rc=$?
+[ "$rc" -eq 0 ] || eco_fail "closed standard output, nothing written: exit status $rc"
+# Both closed: a job's standard error is unwritable output too.  It used to
+# go into the kill pipe's write end, which then killed the next job.
+am -j 1 sh -c 'echo x >&2; sleep 0.5' ::: a b >&- 2>&-
+rc=$?
+[ "$rc" -eq 255 ] || eco_fail "closed standard output and error: exit status $rc, expected 255"
+out=$(am echo ::: a 2>&-)
+rc=$?
+[ "$rc" -eq 0 ] && [ "$out" = a ] ||
+    eco_fail "closed standard error: status $rc, output '$out'"
+
 eco_finish
