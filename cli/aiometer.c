@@ -3,15 +3,18 @@
  *
  * The shape of a run: the library's amap pulls arguments from a lazy source
  * (the input, read only when a job can start, so memory stays bounded
- * whatever its length), runs each job on its pool (spawn.c), and hands the
- * finished jobs back to this thread, in input order with -k, which writes
- * their output whole (output.c).
+ * whatever its length: input.c), runs each job on its pool (spawn.c), and
+ * hands the finished jobs back to this thread, in input order with -k,
+ * which writes their output whole (output.c).
  *
  * Signals: SIGINT and SIGTERM are blocked in every thread (the mask is set
  * before the first thread starts, and threads inherit it) and taken by one
  * thread in sigwait().  The first one stops new starts and cancels the call,
  * which every job sees on its cancel descriptor and answers by killing its
- * process group; a second SIGINT makes them SIGKILL at once. */
+ * process group; a second SIGINT makes them SIGKILL at once.  Stopping the
+ * starts also makes the stop pipe readable, which ends a wait for input:
+ * the call counts the thread that waits there as running, and would wait
+ * for it. */
 #include "config.h"
 #include "cli.h"
 
@@ -30,12 +33,9 @@ struct cli_run *cli_the_run;
  * at once, so it needs no lock. */
 struct source {
     const struct cli_config *cfg;
-    FILE *in;        /* NULL: the ::: words */
+    struct cli_input *in; /* NULL: the ::: words */
     size_t next;     /* the next ::: word */
     size_t seq;      /* jobs handed out so far */
-    char *line;      /* getdelim's buffer, reused */
-    size_t line_cap;
-    int read_err;    /* errno of a failed read */
 };
 
 static int next_arg(void *state, void **out)
@@ -51,23 +51,13 @@ static int next_arg(void *state, void **out)
             return AIOMETER_DONE;
         arg = strdup(src->cfg->args[src->next++]);
     } else {
-        int delim = src->cfg->null_sep ? '\0' : '\n';
-        ssize_t n;
+        /* A stop while waiting for input ends the input: AIOMETER_DONE.
+         * The deadline fails the call with ETIMEDOUT, which main takes
+         * for the deadline, as the library's own would be. */
+        int err = cli_input_next(src->in, &arg);
 
-        errno = 0;
-        n = getdelim(&src->line, &src->line_cap, delim, src->in);
-        if (n < 0) {
-            if (ferror(src->in)) {
-                src->read_err = errno ? errno : EIO;
-                return src->read_err;
-            }
-            return AIOMETER_DONE;
-        }
-        if (n > 0 && src->line[n - 1] == (char)delim)
-            src->line[--n] = '\0';
-        arg = malloc((size_t)n + 1);
-        if (arg)
-            memcpy(arg, src->line, (size_t)n + 1);
+        if (err)
+            return err;
     }
     job = calloc(1, sizeof(*job));
     if (!job || !arg) {
@@ -82,9 +72,18 @@ static int next_arg(void *state, void **out)
     return 0;
 }
 
+static int stop_w = -1;
+
+void cli_stop_starting(struct cli_run *run)
+{
+    /* One byte, by whoever stops first; the pipe stays readable after. */
+    if (atomic_exchange(&run->stop_starting, 1) == 0)
+        (void)cli_write_all(stop_w, "s", 1);
+}
+
 void cli_cancel_run(struct cli_run *run)
 {
-    atomic_store(&run->stop_starting, 1);
+    cli_stop_starting(run);
     pthread_mutex_lock(&run->lock);
     if (run->it)
         aiometer_amap_cancel(run->it);
@@ -161,6 +160,7 @@ int main(int argc, char **argv)
     static struct cli_config cfg;
     static struct cli_run run;
     struct source src = {0};
+    struct cli_input input = {0};
     struct leftovers left = {&cfg, 0};
     aiometer_options opts = {0};
     aiometer_limiter *lim = NULL;
@@ -202,16 +202,24 @@ int main(int argc, char **argv)
         return fail("pipe", errno);
     run.kill_now_fd = pipefd[0];
     kill_now_w = pipefd[1];
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return fail("pipe", errno);
+    run.stop_fd = pipefd[0];
+    stop_w = pipefd[1];
 
     src.cfg = &cfg;
     if (cfg.args) {
         cli_total_jobs = cfg.nargs;
-    } else if (cfg.arg_file) {
-        src.in = fopen(cfg.arg_file, "re");
-        if (!src.in)
-            return fail(cfg.arg_file, errno);
     } else {
-        src.in = stdin;
+        input.fd = 0;
+        if (cfg.arg_file) {
+            input.fd = open(cfg.arg_file, O_RDONLY | O_CLOEXEC);
+            if (input.fd < 0)
+                return fail(cfg.arg_file, errno);
+        }
+        input.delim = cfg.null_sep ? '\0' : '\n';
+        input.stop_fd = run.stop_fd;
+        src.in = &input;
     }
 
     ret = cli_open_shared_limiter(&cfg, &lim);
@@ -247,6 +255,9 @@ int main(int argc, char **argv)
         opts.progress_interval = 0.1;
     }
 
+    /* The reader's deadline starts with the library's, a moment earlier. */
+    if (cfg.deadline > 0)
+        input.deadline_ns = cli_now_ns() + (uint64_t)(cfg.deadline * 1e9);
     pthread_mutex_lock(&run.lock);
     err = aiometer_amap_open_source(&it, cli_run_job, next_arg, &src, &opts);
     if (!err)
@@ -274,14 +285,14 @@ int main(int argc, char **argv)
         }
         /* A job whose backoff the end of the call cut short: it is
          * reported from the parked list after the close. */
-        if (err == CLI_ATTEMPT_FAILED && !src.read_err)
+        if (err == CLI_ATTEMPT_FAILED && !input.read_err)
             continue;
         /* A failing source (a read error) or shared limiter (Redis gone):
          * no further job starts, the running ones are cancelled, and the
          * jobs that did finish are still handed back. */
         if (error_seen)
             ;
-        else if (src.read_err)
+        else if (input.read_err)
             fprintf(stderr, "aiometer: cannot read the input: %s\n", aiometer_strerror(err));
         else if (cfg.redis_url)
             fprintf(stderr, "aiometer: --redis %s: %s: no further job starts\n", cfg.redis_url,
@@ -308,9 +319,9 @@ int main(int argc, char **argv)
     if (lim)
         aiometer_limiter_destroy(lim);
     aiometer_pool_destroy(pool);
-    if (src.in && src.in != stdin)
-        fclose(src.in);
-    free(src.line);
+    if (src.in && src.in->fd != 0)
+        close(src.in->fd);
+    cli_input_free(&input);
 
     switch (atomic_load(&got_signal)) {
     case SIGINT:

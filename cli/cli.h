@@ -3,6 +3,7 @@
  * The command is built only on the library's public header: nothing here
  * reaches into src/.  Its files, one concern each:
  *   options.c   the command line, checked before anything runs
+ *   input.c     the input's lines, read as jobs can start, until a stop
  *   cmdline.c   a job's command line: {} and {#}, --shell quoting
  *   spawn.c     one job: the child process, its output
  *   output.c    grouped output, --tag, --joblog and --progress
@@ -19,6 +20,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* The exit status of any error other than failed jobs. */
@@ -113,6 +115,7 @@ struct cli_job {
 struct cli_run {
     const struct cli_config *cfg;
     atomic_int stop_starting; /* halt or a signal: no further job starts */
+    int stop_fd; /* readable once stop_starting is set: ends a wait for input */
     atomic_size_t started, finished, failed;
     int kill_now_fd; /* readable once every child must get SIGKILL at once */
     /* The running call, for cancelling it from a job (--halt now) or the
@@ -150,8 +153,32 @@ void cli_retry_leftovers(struct cli_run *run, void (*report)(struct cli_job *job
  * (*lim stays NULL otherwise).  0, or CLI_EXIT_ERROR after a message. */
 int cli_open_shared_limiter(const struct cli_config *cfg, aiometer_limiter **lim);
 
-/* Cancel the running call, if there is one (any thread). */
+/* No further job starts: set stop_starting and wake a wait for input (any
+ * thread). */
+void cli_stop_starting(struct cli_run *run);
+/* That, and cancel the running call, if there is one (any thread). */
 void cli_cancel_run(struct cli_run *run);
+
+/* input.c: the input's lines, for the job source (which the library never
+ * calls twice at once, so the reader needs no lock). */
+struct cli_input {
+    int fd;               /* standard input or -a FILE */
+    int delim;            /* '\n', or '\0' with -0 */
+    int stop_fd;          /* a wait for input ends once it is readable */
+    uint64_t deadline_ns; /* --deadline on cli_now_ns's clock; 0: none */
+    char *buf;            /* read but not handed out: buf[start, start+len) */
+    size_t start, len, cap;
+    int eof;
+    int read_err;         /* errno of a failed read, or 0 */
+};
+/* The next line without its delimiter (malloc'd) in *line: 0; AIOMETER_DONE
+ * at the end of the input or once stop_fd is readable; ETIMEDOUT at the
+ * deadline; ENOMEM; or a read error's errno, also left in read_err. */
+int cli_input_next(struct cli_input *in, char **line);
+void cli_input_free(struct cli_input *in);
+
+/* spawn.c: nanoseconds on CLOCK_MONOTONIC. */
+uint64_t cli_now_ns(void);
 
 /* The job function given to the library: runs one struct cli_job. */
 void *cli_run_job(void *job);

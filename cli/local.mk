@@ -6,6 +6,7 @@ cli_aiometer_SOURCES = \
 	cli/cli.h \
 	cli/aiometer.c \
 	cli/options.c \
+	cli/input.c \
 	cli/cmdline.c \
 	cli/spawn.c \
 	cli/output.c \

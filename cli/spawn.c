@@ -33,7 +33,7 @@ extern char **environ;
  * group outlives its leader). */
 #define TICK_MS 10
 
-static uint64_t now_ns(void)
+uint64_t cli_now_ns(void)
 {
     struct timespec ts;
 
@@ -161,7 +161,7 @@ static void supervise(struct cli_job *job, pid_t pid, int out_r, int err_r)
 {
     const struct cli_config *cfg = cli_the_run->cfg;
     int pidfd = pidfd_of(pid), cancel_fd = aiometer_cancel_fd();
-    uint64_t start = now_ns(), expire = 0, kill_at = 0;
+    uint64_t start = cli_now_ns(), expire = 0, kill_at = 0;
     int status = 0, exited = 0, killing = 0, killed_hard = 0, group_gone = 0;
 
     if (cfg->timeout > 0)
@@ -169,7 +169,7 @@ static void supervise(struct cli_job *job, pid_t pid, int out_r, int err_r)
     for (;;) {
         struct pollfd p[5];
         int np = 0, wait_ms = -1, i_out = -1, i_err = -1, i_pid = -1, i_cancel = -1, i_kill;
-        uint64_t now = now_ns(), next = 0;
+        uint64_t now = cli_now_ns(), next = 0;
 
         /* The leader ended and its output is read; if it was killed, the
          * rest of its group is gone too: done. */
@@ -203,7 +203,7 @@ static void supervise(struct cli_job *job, pid_t pid, int out_r, int err_r)
             wait_ms = wait_ms < 0 || wait_ms > TICK_MS ? TICK_MS : wait_ms;
         if (poll(p, (nfds_t)np, wait_ms) < 0 && errno != EINTR)
             wait_ms = TICK_MS; /* cannot happen with valid descriptors */
-        now = now_ns();
+        now = cli_now_ns();
 
         if (i_out >= 0 && p[i_out].revents)
             drain(&out_r, &job->out);
@@ -270,7 +270,7 @@ static void supervise(struct cli_job *job, pid_t pid, int out_r, int err_r)
     /* Members of the group that ended and were orphaned to us. */
     while (waitpid(-pid, NULL, WNOHANG) > 0)
         ;
-    job->runtime = (double)(now_ns() - start) / 1e9;
+    job->runtime = (double)(cli_now_ns() - start) / 1e9;
     if (WIFSIGNALED(status)) {
         job->sig = WTERMSIG(status);
         job->exitval = 0;
@@ -372,7 +372,7 @@ end:
     if (cli_job_failed(job)) {
         atomic_fetch_add(&run->failed, 1);
         if (cfg->halt != CLI_HALT_NEVER)
-            atomic_store(&run->stop_starting, 1);
+            cli_stop_starting(run);
         if (cfg->halt == CLI_HALT_NOW)
             cli_cancel_run(run);
     }

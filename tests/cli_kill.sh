@@ -101,4 +101,56 @@ kill $dog 2>/dev/null
 elapsed_below "$t0" 0.6 "a second signal's SIGKILL"
 nothing_left "SIGTERM then SIGINT"
 
+# A stop while aiometer waits for input: no job runs, so it exits at once,
+# not when the next line or the end of the input comes.  The input is a
+# FIFO whose writer sends one line and then holds it open for 4 s (the
+# time a version that waits for the input takes); the limit is 2 s.
+mkfifo in
+feed() { # FIRST-LINE
+    (echo "$1" && exec sleep 4) > in &
+    feeder=$!
+}
+
+feed a
+t0=$(now)
+msg=$(am --deadline 0.5 echo < in 2>&1)
+rc=$?
+elapsed_below "$t0" 2.0 "--deadline 0.5 while waiting for input"
+[ "$rc" -eq 0 ] || eco_fail "--deadline while waiting for input: exit status $rc, expected 0"
+case $msg in
+*"--deadline of 0.5s reached"*) ;;
+*) eco_fail "--deadline while waiting for input: output '$msg'" ;;
+esac
+kill $feeder 2>/dev/null
+
+feed f
+t0=$(now)
+expect_status 1 am --halt now sh -c 'exit 1' < in
+elapsed_below "$t0" 2.0 "--halt now while waiting for input"
+kill $feeder 2>/dev/null
+
+# stop_on_signal SIGNAL STATUS: the first line's job has run (its output is
+# written) and aiometer waits for the next when the signal comes.
+stop_on_signal() {
+    feed a
+    : > out
+    "$AIOMETER" echo < in > out &
+    pid=$!
+    watchdog $pid
+    i=0
+    while [ "$(cat out)" != a ] && [ $i -lt 200 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    t0=$(now)
+    kill -"$1" $pid
+    wait $pid
+    rc=$?
+    kill $dog $feeder 2>/dev/null
+    [ "$rc" -eq "$2" ] || eco_fail "SIG$1 while waiting for input: exit status $rc, expected $2"
+    elapsed_below "$t0" 2.0 "SIG$1 while waiting for input"
+}
+stop_on_signal INT 130
+stop_on_signal TERM 255
+
 eco_finish
