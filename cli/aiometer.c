@@ -7,9 +7,10 @@
  * hands the finished jobs back to this thread, in input order with -k,
  * which writes their output whole (output.c).
  *
- * Signals: SIGINT and SIGTERM are blocked in every thread (the mask is set
- * before the first thread starts, and threads inherit it) and taken by one
- * thread in sigwait().  The first one stops new starts and cancels the call,
+ * Signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT are blocked in every thread
+ * (the mask is set before the first thread starts, and threads inherit it)
+ * and taken by one thread in sigwait().  The first one stops new starts and
+ * cancels the call,
  * which every job sees on its cancel descriptor and answers by killing its
  * process group; a second SIGINT makes them SIGKILL at once.  Stopping the
  * starts also makes the stop pipe readable, which ends a wait for input:
@@ -93,7 +94,7 @@ void cli_cancel_run(struct cli_run *run)
 static atomic_int got_signal;
 static int kill_now_w = -1;
 
-/* The signal thread: the only place SIGINT and SIGTERM are taken. */
+/* The signal thread: the only place the signals of stop_signals are taken. */
 static void *signal_thread(void *arg)
 {
     sigset_t *set = arg;
@@ -149,6 +150,26 @@ static int reserve_std_fds(void)
     return 0;
 }
 
+/* The signals that stop a run, into *set.  The jobs run in process groups
+ * of their own, so a hangup or a quit from the terminal never reaches them:
+ * dying of SIGHUP or SIGQUIT would leave them running, orphaned.  Each is
+ * taken like SIGTERM instead.  A SIGHUP ignored when we start (nohup) stays
+ * ignored, for us and the jobs: a blocked signal is kept pending even when
+ * ignored, and sigwait would take it.  SIGINT and SIGQUIT are taken even so,
+ * as SIGINT always was: a shell without job control starts a background
+ * command with both ignored, and it must still answer kill -INT. */
+static void stop_signals(sigset_t *set)
+{
+    struct sigaction hup;
+
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGQUIT);
+    if (sigaction(SIGHUP, NULL, &hup) != 0 || hup.sa_handler != SIG_IGN)
+        sigaddset(set, SIGHUP);
+}
+
 static int fail(const char *what, int err)
 {
     fprintf(stderr, "aiometer: %s: %s\n", what, strerror(err));
@@ -189,9 +210,7 @@ int main(int argc, char **argv)
      * command ends, so that a kill can tell when its whole group is gone
      * (reaped) instead of waiting on zombies for some init to collect. */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
+    stop_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     run.cfg = &cfg;

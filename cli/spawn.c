@@ -130,8 +130,9 @@ static int spawn(char **argv, int out_w, int err_w, pid_t *pid)
         posix_spawn_file_actions_adddup2(&fa, out_w, 1);
         posix_spawn_file_actions_adddup2(&fa, err_w, 2);
     }
-    /* The command gets a signal mask of its own (ours blocks SIGINT and
-     * SIGTERM for the signal thread) and SIGPIPE back to its default. */
+    /* The command gets a signal mask of its own (ours blocks the signals
+     * that stop a run, for the signal thread) and SIGPIPE back to its
+     * default. */
     sigemptyset(&none);
     sigemptyset(&dfl);
     sigaddset(&dfl, SIGPIPE);

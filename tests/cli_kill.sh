@@ -101,6 +101,40 @@ kill $dog 2>/dev/null
 elapsed_below "$t0" 0.6 "a second signal's SIGKILL"
 nothing_left "SIGTERM then SIGINT"
 
+# SIGHUP and SIGQUIT: as SIGTERM, exit 255.  The jobs are in process groups
+# of their own, where a hangup never reaches them; aiometer used to die of
+# it at once (129, 131) and leave them running.
+stop_like_term() { # SIGNAL
+    "$AIOMETER" -j 2 --shell "$job" ::: 1 2 3 > /dev/null &
+    pid=$!
+    watchdog $pid
+    wait_for "sleep 100.$m" 4
+    [ "$(procs "sleep 100.$m" | wc -l)" -eq 4 ] || eco_fail "SIG$1: 2 jobs did not start"
+    t0=$(now)
+    kill -"$1" $pid
+    wait $pid
+    rc=$?
+    kill $dog 2>/dev/null
+    [ "$rc" -eq 255 ] || eco_fail "SIG$1: exit status $rc, expected 255"
+    elapsed_below "$t0" 1.0 "SIG$1"
+    nothing_left "SIG$1"
+}
+stop_like_term HUP
+stop_like_term QUIT
+
+# A SIGHUP ignored when aiometer starts (nohup) stays ignored: the run goes
+# on to its end.
+(trap '' HUP && exec "$AIOMETER" -j 2 sh -c 'sleep 0.6; echo $0' ::: 1 2 > out) &
+pid=$!
+watchdog $pid
+sleep 0.3
+kill -HUP $pid
+wait $pid
+rc=$?
+kill $dog 2>/dev/null
+[ "$rc" -eq 0 ] && [ "$(sort out | tr '\n' ' ')" = "1 2 " ] ||
+    eco_fail "SIGHUP ignored at the start: status $rc, output '$(cat out)'"
+
 # A stop while aiometer waits for input: no job runs, so it exits at once,
 # not when the next line or the end of the input comes.  The input is a
 # FIFO whose writer sends one line and then holds it open for 4 s (the
