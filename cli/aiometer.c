@@ -114,8 +114,9 @@ static void *signal_thread(void *arg)
     return NULL;
 }
 
-/* A job that was waiting to be tried again when the call ended: its last
- * attempt failed, and is written like any finished job's. */
+/* A job the library never handed back (retry.c): one that finished, or
+ * one that was waiting to be tried again when the call ended, whose last
+ * attempt failed.  Each is written like any finished job. */
 struct leftovers {
     const struct cli_config *cfg;
     int output_gone; /* writing failed: write nothing more */
@@ -125,7 +126,8 @@ static void report_leftover(struct cli_job *job, void *arg)
 {
     struct leftovers *left = arg;
 
-    atomic_fetch_add(&cli_the_run->failed, 1);
+    if (job->parked)
+        atomic_fetch_add(&cli_the_run->failed, 1);
     if (!left->output_gone && cli_output_job(left->cfg, job) != 0)
         left->output_gone = 1;
 }
@@ -215,7 +217,7 @@ int main(int argc, char **argv)
 
     run.cfg = &cfg;
     pthread_mutex_init(&run.lock, NULL);
-    pthread_mutex_init(&run.parked_lock, NULL);
+    pthread_mutex_init(&run.held_lock, NULL);
     cli_the_run = &run;
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         return fail("pipe", errno);
@@ -290,6 +292,7 @@ int main(int argc, char **argv)
         if (err == 0) {
             struct cli_job *job = result;
 
+            cli_held_remove(&run, job);
             if (!output_gone && cli_output_job(&cfg, job) != 0) {
                 /* The output is gone: stop everything, keep the rest quiet. */
                 output_gone = error_seen = 1;
@@ -303,7 +306,7 @@ int main(int argc, char **argv)
             break;
         }
         /* A job whose backoff the end of the call cut short: it is
-         * reported from the parked list after the close. */
+         * reported from the held list after the close. */
         if (err == CLI_ATTEMPT_FAILED && !input.read_err)
             continue;
         /* A failing source (a read error) or shared limiter (Redis gone):

@@ -90,7 +90,7 @@ struct cli_attempt {
  * in everything below `seq` and `arg` while it runs an attempt of the job;
  * the main thread reads it only after the job was handed back by
  * aiometer_amap_next, which orders the two, or after the call was closed
- * (a job whose backoff the end of the call cut short: see retry.c).  Two
+ * (a job the library never handed back: see retry.c).  Two
  * attempts of a job never run at once, and the library orders one after
  * the other. */
 struct cli_job {
@@ -100,7 +100,8 @@ struct cli_job {
     size_t attempts;   /* attempts started so far (--retries) */
     struct cli_attempt *tries; /* the failed attempts before the last, for --joblog */
     size_t ntries;
-    struct cli_job *prev, *next; /* in cli_run.parked while it waits to retry */
+    struct cli_job *prev, *next; /* in cli_run.held while the library holds it */
+    int parked;        /* on cli_run.held to wait out a backoff, not finished */
     int spawn_err;     /* errno of posix_spawn, or 0 */
     int exitval;       /* exit status, or 0 if a signal ended it */
     int sig;           /* the signal that ended it, or 0 */
@@ -123,29 +124,36 @@ struct cli_run {
      * and cleared before it is closed. */
     pthread_mutex_t lock;
     aiometer_amap *it;
-    /* Jobs waiting out a backoff, so that the ones the end of the call
-     * leaves there are still reported (retry.c).  parked_lock guards the
-     * list; nothing else is done while it is held. */
-    pthread_mutex_t parked_lock;
-    struct cli_job *parked;
+    /* Jobs the library holds: finished and not yet handed back, or
+     * waiting out a backoff.  What the end of the call leaves there is
+     * still written (retry.c).  held_lock guards the list and each job's
+     * prev, next and parked; nothing else is done while it is held. */
+    pthread_mutex_t held_lock;
+    struct cli_job *held;
 };
 
 /* The error a failed attempt passes to aiometer_retry.  The library hands
  * it back only for a job whose backoff the end of the call cut short, and
- * such jobs are reported from cli_run.parked instead. */
+ * such jobs are reported from cli_run.held instead. */
 #define CLI_ATTEMPT_FAILED ECHILD
 
 /* retry.c.  Called by the job thread at the end of a failed attempt: 1 if
  * the job was parked for another attempt (it called aiometer_retry), 0 if
  * this attempt is its last. */
 int cli_retry_attempt(struct cli_run *run, struct cli_job *job);
-/* At the start of a job's next attempt: take it off the parked list. */
-void cli_retry_unpark(struct cli_run *run, struct cli_job *job);
+/* A job function hands the job back to the library: put it on the held
+ * list, parked (waiting to retry) or finished. */
+void cli_held_add(struct cli_run *run, struct cli_job *job, int parked);
+/* The job is running its next attempt, or the main thread has taken it
+ * from aiometer_amap_next: off the held list. */
+void cli_held_remove(struct cli_run *run, struct cli_job *job);
 /* As the next attempt begins, keep the last one's figures for --joblog,
  * which writes one line per attempt. */
 void cli_retry_record(const struct cli_config *cfg, struct cli_job *job);
-/* After the call was closed: jobs still parked, their last attempt failed;
- * each is passed to report (it counts and writes them) and freed. */
+/* After the call was closed: the jobs still held, which the library never
+ * handed back, in input order.  Each is passed to report (which writes it,
+ * and counts it as failed if it is parked: its last attempt failed) and
+ * freed. */
 void cli_retry_leftovers(struct cli_run *run, void (*report)(struct cli_job *job, void *arg),
                          void *arg);
 

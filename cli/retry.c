@@ -8,11 +8,16 @@
  * result handed back with its output and status) instead of failing the
  * whole call as aiometer_retry would on the last one.
  *
- * A job in backoff is on the run's parked list.  When the call stops while
- * it waits (--halt now, --deadline, a signal), the library ends the wait and
- * never runs the job again, and its result is never handed back: the main
- * thread finds it on the list once the call is closed and reports its last
- * attempt, which failed. */
+ * When the call stops while a job waits out its backoff (--halt now,
+ * --deadline, a signal), the library ends the wait, never runs the job
+ * again and never hands it back.  With -k that job is also a gap in the
+ * input order, and the library hands back nothing that finished behind it.
+ * So every job the library holds is on the run's held list, from the
+ * moment its function returns it until the main thread takes it from
+ * aiometer_amap_next: once the call is closed, what is left there is
+ * exactly what was never handed back, and the main thread writes it, in
+ * input order (which with -k continues the order of what came before, as
+ * the first gap is the earliest of them). */
 #include "config.h"
 #include "cli.h"
 
@@ -32,6 +37,32 @@ void cli_retry_record(const struct cli_config *cfg, struct cli_job *job)
                                              job->sig};
 }
 
+void cli_held_add(struct cli_run *run, struct cli_job *job, int parked)
+{
+    pthread_mutex_lock(&run->held_lock);
+    job->parked = parked;
+    job->prev = NULL;
+    job->next = run->held;
+    if (run->held)
+        run->held->prev = job;
+    run->held = job;
+    pthread_mutex_unlock(&run->held_lock);
+}
+
+void cli_held_remove(struct cli_run *run, struct cli_job *job)
+{
+    pthread_mutex_lock(&run->held_lock);
+    if (job->prev)
+        job->prev->next = job->next;
+    else if (run->held == job)
+        run->held = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    job->prev = job->next = NULL;
+    job->parked = 0;
+    pthread_mutex_unlock(&run->held_lock);
+}
+
 int cli_retry_attempt(struct cli_run *run, struct cli_job *job)
 {
     const struct cli_config *cfg = run->cfg;
@@ -41,50 +72,52 @@ int cli_retry_attempt(struct cli_run *run, struct cli_job *job)
     if (job->attempts > cfg->retries || atomic_load(&run->stop_starting) ||
         aiometer_cancelled())
         return 0;
-    pthread_mutex_lock(&run->parked_lock);
-    job->prev = NULL;
-    job->next = run->parked;
-    if (run->parked)
-        run->parked->prev = job;
-    run->parked = job;
-    pthread_mutex_unlock(&run->parked_lock);
+    cli_held_add(run, job, 1);
     aiometer_retry(CLI_ATTEMPT_FAILED, -1);
     return 1;
 }
 
-void cli_retry_unpark(struct cli_run *run, struct cli_job *job)
+static int by_seq(const void *a, const void *b)
 {
-    pthread_mutex_lock(&run->parked_lock);
-    if (job->prev)
-        job->prev->next = job->next;
-    else if (run->parked == job)
-        run->parked = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
-    job->prev = job->next = NULL;
-    pthread_mutex_unlock(&run->parked_lock);
+    const struct cli_job *x = *(struct cli_job *const *)a, *y = *(struct cli_job *const *)b;
+
+    return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
 void cli_retry_leftovers(struct cli_run *run, void (*report)(struct cli_job *job, void *arg),
                          void *arg)
 {
-    struct cli_job *job, *next;
+    struct cli_job *job, *next, **all;
+    size_t n = 0, i;
 
-    /* The call is closed: no job thread is left to touch the list.  The
-     * list is newest first; reporting oldest first keeps input order for
-     * jobs parked in input order, which is the common case. */
-    pthread_mutex_lock(&run->parked_lock);
-    job = run->parked;
-    run->parked = NULL;
-    pthread_mutex_unlock(&run->parked_lock);
-    while (job && job->next)
-        job = job->next;
-    for (; job; job = next) {
-        next = job->prev;
-        job->prev = job->next = NULL;
-        /* Its last attempt is in the job's fields, not yet recorded:
-         * attempts are recorded as the next one begins. */
-        report(job, arg);
-        cli_job_free(job);
+    /* The call is closed: no job thread is left to touch the list. */
+    pthread_mutex_lock(&run->held_lock);
+    job = run->held;
+    run->held = NULL;
+    pthread_mutex_unlock(&run->held_lock);
+    for (next = job; next; next = next->next)
+        n++;
+    all = n ? malloc(n * sizeof(*all)) : NULL;
+    if (!all) {
+        /* No memory to sort them: write them all the same, out of order,
+         * rather than lose any. */
+        for (; job; job = next) {
+            next = job->next;
+            job->prev = job->next = NULL;
+            report(job, arg);
+            cli_job_free(job);
+        }
+        return;
     }
+    for (i = 0; job; job = job->next)
+        all[i++] = job;
+    qsort(all, n, sizeof(*all), by_seq);
+    for (i = 0; i < n; i++) {
+        all[i]->prev = all[i]->next = NULL;
+        /* A parked job's last attempt is in its fields, not yet recorded:
+         * attempts are recorded as the next one begins. */
+        report(all[i], arg);
+        cli_job_free(all[i]);
+    }
+    free(all);
 }

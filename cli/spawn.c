@@ -304,13 +304,14 @@ void *cli_run_job(void *arg)
     pid_t pid;
 
     if (job->attempts)
-        cli_retry_unpark(run, job);
+        cli_held_remove(run, job);
     /* The library books the start before calling us; a halt or a signal
      * since then means this job must not start after all.  A job that
      * was waiting to be tried again ends with its last attempt, failed. */
     if (atomic_load(&run->stop_starting) || aiometer_cancelled()) {
         if (job->attempts)
             goto end;
+        cli_held_add(run, job, 0);
         return job;
     }
     if (job->attempts)
@@ -378,6 +379,7 @@ end:
             cli_cancel_run(run);
     }
     atomic_fetch_add(&run->finished, 1);
+    cli_held_add(run, job, 0);
     return job;
 }
 

@@ -141,6 +141,71 @@ holds "$took < 3" || eco_fail "--deadline 1 during a backoff: took $took s"
 awk -F '\t' 'NR > 1 && $4 != 3 { bad = 1 } END { exit bad || NR < 2 }' log ||
     eco_fail "--deadline during a backoff: the joblog: $(cat log)"
 
+# -k and a run cut short while job 1 waits to be tried again (its backoff
+# is up to 100 s): the jobs that finished behind it, 2 and 3, succeeded and
+# are still written, with their joblog lines, in input order.  The library
+# never hands back a job whose backoff was cut short, which with -k left a
+# gap that held back (and lost) everything after it.  (In 1 % of the runs
+# the backoff is under 1 s, job 1 fails a second time, and the check holds
+# all the same.)
+am -k --retries 1 --retry-delay 100 --retry-max-delay 100 --deadline 1 --joblog log \
+    sh -c 'echo out $1; [ $1 != 1 ]' sh ::: 1 2 3 > out 2> /dev/null
+rc=$?
+[ "$rc" -eq 1 ] || eco_fail "-k, --deadline during a backoff: exit status $rc, expected 1"
+[ "$(tr '\n' ' ' < out)" = "out 1 out 2 out 3 " ] ||
+    eco_fail "-k, --deadline during a backoff: the output: '$(tr '\n' ' ' < out)'"
+[ "$(awk -F '\t' 'NR > 1 { printf "%s/%s ", $1, $4 }' log)" = "1/1 2/0 3/0 " ] ||
+    eco_fail "-k, --deadline during a backoff: the joblog: $(cat log)"
+# The same cut short by SIGINT (aiometer without `timeout` in front, to
+# signal it; a watchdog bounds the wait).
+"$AIOMETER" -k --retries 1 --retry-delay 100 --retry-max-delay 100 --joblog log \
+    sh -c 'echo out $1; [ $1 != 1 ]' sh ::: 1 2 3 > out 2> /dev/null &
+pid=$!
+(sleep 20 && kill -9 $pid 2>/dev/null) &
+dog=$!
+sleep 1
+kill -INT $pid
+wait $pid
+rc=$?
+kill $dog 2>/dev/null
+[ "$rc" -eq 130 ] || eco_fail "-k, SIGINT during a backoff: exit status $rc, expected 130"
+[ "$(tr '\n' ' ' < out)" = "out 1 out 2 out 3 " ] ||
+    eco_fail "-k, SIGINT during a backoff: the output: '$(tr '\n' ' ' < out)'"
+[ "$(awk -F '\t' 'NR > 1 { printf "%s/%s ", $1, $4 }' log)" = "1/1 2/0 3/0 " ] ||
+    eco_fail "-k, SIGINT during a backoff: the joblog: $(cat log)"
+
+# -k and --halt now: ten jobs that always fail, with 5 retries.  The first
+# to use up its attempts halts the run while others wait out backoffs.  It
+# and every other job are written, in input order, each with as many
+# joblog lines as it ran attempts.  (Before, 9 runs in 10 lost the halting
+# job: a job in backoff ahead of it in the input held it back.)  A job
+# ignores the SIGTERM of the halt, to end its attempt with its output; one
+# killed before that is still in the joblog, with signal 15 and no output.
+am -k -j 10 --halt now --retries 5 --retry-delay 0.05 --retry-max-delay 0.05 --joblog log \
+    sh -c 'trap "" TERM; echo out $1; exit 1' sh ::: 0 1 2 3 4 5 6 7 8 9 > out 2> /dev/null
+rc=$?
+[ "$rc" -eq 10 ] || eco_fail "-k, --halt now during backoffs: exit status $rc, expected 10"
+want=$(awk -F '\t' 'NR > 1 { last[$1] = $4 } END { for (j = 1; j <= 10; j++) if (last[j] == 1) printf "out %d ", j - 1 }' log)
+[ "$(tr '\n' ' ' < out)" = "$want" ] ||
+    eco_fail "-k, --halt now during backoffs: the output: '$(tr '\n' ' ' < out)', expected '$want'"
+awk -F '\t' '
+    NR > 1 { n[$1]++ }
+    END {
+        for (j = 1; j <= 10; j++) { if (!(j in n)) { print "job " j " is not in the joblog"; bad = 1 } }
+        for (j in n) if (n[j] == 6) halted = 1
+        if (!halted) { print "no job with 6 attempts in the joblog"; bad = 1 }
+        exit bad
+    }' log || eco_fail "-k, --halt now during backoffs: the joblog: $(cat log)"
+
+# -k and jobs stopped while waiting to retry: written in input order, not
+# in the order they began to wait (3, 2, 1 here: the sleeps run in reverse).
+am -k -j 3 --retries 1 --retry-delay 100 --retry-max-delay 100 --deadline 1 \
+    sh -c 'sleep 0.$1; echo out $1; exit 1' sh ::: 3 2 1 > out 2> /dev/null
+rc=$?
+[ "$rc" -eq 3 ] || eco_fail "-k, jobs in backoff at the deadline: exit status $rc, expected 3"
+[ "$(tr '\n' ' ' < out)" = "out 3 out 2 out 1 " ] ||
+    eco_fail "-k, jobs in backoff at the deadline: not in input order: '$(tr '\n' ' ' < out)'"
+
 # Bad values: 255, a message naming the option, and no job started.
 for bad in "--retries -1" "--retries x" "--retries 1001" "--retry-delay 1" \
            "--retries 1 --retry-delay 0" "--retries 1 --retry-max-delay nan" \
