@@ -77,7 +77,8 @@ int cli_parse_options(int argc, char **argv, struct cli_config *cfg);
 struct cli_sink {
     char *buf;
     size_t len, cap;
-    int fd; /* -1 until the output outgrew memory */
+    int fd;  /* -1 until the output outgrew memory */
+    int err; /* 0, or why the rest of the output was dropped (errno) */
 };
 
 /* A failed attempt of a job that was tried again, for --joblog. */
@@ -193,12 +194,16 @@ void *cli_run_job(void *job);
 /* The run that every job belongs to; set once before the call opens. */
 extern struct cli_run *cli_the_run;
 
-/* A job is a failure if it started and did not exit with status 0. */
+/* A job is a failure if it started and did not exit with status 0, or if
+ * part of its output could not be kept. */
 int cli_job_failed(const struct cli_job *job);
 void cli_job_free(struct cli_job *job);
 
-/* Append to a sink; 0 or an errno value. */
+/* Append to a sink; 0 or an errno value.  After an error the sink keeps
+ * what it had and takes nothing more: s->err says why. */
 int cli_sink_append(struct cli_sink *s, const char *data, size_t n);
+/* The directory of the temporary files: $TMPDIR, or /tmp. */
+const char *cli_sink_dir(void);
 void cli_sink_free(struct cli_sink *s);
 
 /* output.c: all of it runs on the main thread, except the progress line,

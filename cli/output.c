@@ -113,6 +113,34 @@ static int emit_sink(const struct cli_sink *s, int fd, const char *tag)
     return err;
 }
 
+/* Take the progress line off the screen before writing to standard
+ * error.  The caller holds output_lock. */
+static void clear_progress(void)
+{
+    if (progress_shown) {
+        (void)cli_write_all(2, "\r\033[K", 4);
+        progress_shown = 0;
+    }
+}
+
+/* Say on standard error that a stream of the job was cut short, after
+ * what was kept of it.  The caller holds output_lock. */
+static void tell_lost(const struct cli_job *job, const struct cli_sink *s, const char *name)
+{
+    char msg[1024];
+    int n;
+
+    if (!s->err)
+        return;
+    n = snprintf(msg, sizeof(msg),
+                 "aiometer: job %zu (%s): its standard %s was cut short, and it counts as "
+                 "failed: cannot keep it in %s: %s\n",
+                 job->seq, job->display ? job->display : job->arg, name, cli_sink_dir(),
+                 strerror(s->err));
+    if (n > 0)
+        (void)cli_write_all(2, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
+}
+
 int cli_output_job(const struct cli_config *cfg, const struct cli_job *job)
 {
     const char *tag = cfg->tag ? job->arg : NULL;
@@ -124,11 +152,15 @@ int cli_output_job(const struct cli_config *cfg, const struct cli_job *job)
         err = emit_sink(&job->out, 1, tag);
     if (!err && (job->err.len || job->err.fd >= 0)) {
         pthread_mutex_lock(&output_lock);
-        if (progress_shown) {
-            (void)cli_write_all(2, "\r\033[K", 4);
-            progress_shown = 0;
-        }
+        clear_progress();
         err = emit_sink(&job->err, 2, tag);
+        pthread_mutex_unlock(&output_lock);
+    }
+    if (!err && (job->out.err || job->err.err)) {
+        pthread_mutex_lock(&output_lock);
+        clear_progress();
+        tell_lost(job, &job->out, "output");
+        tell_lost(job, &job->err, "error");
         pthread_mutex_unlock(&output_lock);
     }
     if (err) {

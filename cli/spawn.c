@@ -43,23 +43,39 @@ uint64_t cli_now_ns(void)
 
 /* ---- captured output ---------------------------------------------------------- */
 
-int cli_sink_append(struct cli_sink *s, const char *data, size_t n)
+const char *cli_sink_dir(void)
 {
-    if (s->fd < 0 && s->len + n > CLI_SINK_MEMORY) {
-        /* Too much to hold: the rest goes to an unlinked temporary file. */
-        const char *dir = getenv("TMPDIR");
-        char path[4096];
+    const char *dir = getenv("TMPDIR");
 
-        if (!dir || !*dir)
-            dir = "/tmp";
-        s->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-        if (s->fd < 0) {
-            snprintf(path, sizeof(path), "%s/aiometer.XXXXXX", dir);
-            s->fd = mkostemp(path, O_CLOEXEC);
-            if (s->fd < 0)
-                return errno;
-            unlink(path);
-        }
+    return dir && *dir ? dir : "/tmp";
+}
+
+/* Where the output outgrows memory: an unlinked temporary file. */
+static int sink_to_file(struct cli_sink *s)
+{
+    const char *dir = cli_sink_dir();
+    char path[4096];
+
+    s->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (s->fd >= 0)
+        return 0;
+    snprintf(path, sizeof(path), "%s/aiometer.XXXXXX", dir);
+    s->fd = mkostemp(path, O_CLOEXEC);
+    if (s->fd < 0)
+        return errno;
+    unlink(path);
+    return 0;
+}
+
+/* Keep n more bytes: 0 or an errno value. */
+static int sink_keep(struct cli_sink *s, const char *data, size_t n)
+{
+    int err;
+
+    if (s->fd < 0 && s->len + n > CLI_SINK_MEMORY) {
+        err = sink_to_file(s);
+        if (err)
+            return err;
     }
     if (s->fd >= 0)
         return cli_write_all(s->fd, data, n);
@@ -80,6 +96,16 @@ int cli_sink_append(struct cli_sink *s, const char *data, size_t n)
     return 0;
 }
 
+int cli_sink_append(struct cli_sink *s, const char *data, size_t n)
+{
+    /* Once a piece is lost, nothing after it is kept either: the output
+     * is cut short where the loss began, never holed in the middle (a
+     * full disk may take a later write again). */
+    if (!s->err)
+        s->err = sink_keep(s, data, n);
+    return s->err;
+}
+
 void cli_sink_free(struct cli_sink *s)
 {
     free(s->buf);
@@ -88,6 +114,7 @@ void cli_sink_free(struct cli_sink *s)
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
+    s->err = 0;
 }
 
 /* Read what the pipe has; close it at its end.  Nonblocking. */
@@ -99,7 +126,9 @@ static void drain(int *fd, struct cli_sink *s)
     while (*fd >= 0) {
         r = read(*fd, buf, sizeof(buf));
         if (r > 0) {
-            /* A sink that cannot take more loses the rest, not the job. */
+            /* A sink that cannot take more drops the rest, which fails
+             * the job (cli_job_failed); the pipe is still read to its end,
+             * so that the command is not blocked on it. */
             (void)cli_sink_append(s, buf, (size_t)r);
             continue;
         }
@@ -385,7 +414,8 @@ end:
 
 int cli_job_failed(const struct cli_job *job)
 {
-    return job->started && (job->spawn_err || job->exitval != 0 || job->sig != 0);
+    return job->started && (job->spawn_err || job->exitval != 0 || job->sig != 0 ||
+                            job->out.err || job->err.err);
 }
 
 void cli_job_free(struct cli_job *job)

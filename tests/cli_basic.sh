@@ -127,5 +127,22 @@ out=$(am echo ::: a 2>&-)
 rc=$?
 [ "$rc" -eq 0 ] && [ "$out" = a ] ||
     eco_fail "closed standard error: status $rc, output '$out'"
+# Output beyond 64 KiB goes to a temporary file; when none can be made
+# there, the job counts as failed and a message names it and the reason,
+# after what was kept (a part of the output, from its start).  Before, the
+# rest was dropped without a word and the run exited 0.
+(TMPDIR=/nonexistent; export TMPDIR; am sh -c 'seq 100000' ::: 1 > out 2> err)
+rc=$?
+[ "$rc" -eq 1 ] || eco_fail "unkept output: exit status $rc, expected 1"
+kept=$(wc -c < out)
+[ "$kept" -ge 4096 ] && [ "$kept" -le 65536 ] && seq 100000 | head -c "$kept" | cmp -s - out ||
+    eco_fail "unkept output: $kept bytes written, not the start of the output"
+grep -q "job 1 .*standard output.*/nonexistent: No such file or directory" err ||
+    eco_fail "unkept output: the message: '$(cat err)'"
+# A job that writes less than 64 KiB never needs the file.
+(TMPDIR=/nonexistent; export TMPDIR; am sh -c 'seq 1000' ::: 1 > out 2> err)
+rc=$?
+[ "$rc" -eq 0 ] && seq 1000 | cmp -s - out && [ ! -s err ] ||
+    eco_fail "small output without a temporary directory: status $rc, $(cat err)"
 
 eco_finish
