@@ -8,6 +8,7 @@
  *   spawn.c     one job: the child process, its output
  *   output.c    grouped output, --tag, --joblog and --progress
  *   retry.c     --retries: a failed attempt's record, jobs in backoff
+ *   reap.c      the processes a job leaves behind, reaped when they end
  *   shared.c    the shared limiter: --limiter NAME or --redis URL --key K
  *   aiometer.c  main: input, signals, the amap loop, the exit status
  */
@@ -22,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* The exit status of any error other than failed jobs. */
 #define CLI_EXIT_ERROR 255
@@ -157,6 +159,18 @@ void cli_retry_record(const struct cli_config *cfg, struct cli_job *job);
  * freed. */
 void cli_retry_leftovers(struct cli_run *run, void (*report)(struct cli_job *job, void *arg),
                          void *arg);
+
+/* reap.c.  A job's command, from its spawn until its job reaped it: the
+ * reaper of leftovers never takes its exit status.  A spawn goes between
+ * cli_reap_begin and cli_reap_end (pid -1 if it failed), which lists it;
+ * cli_reap_forget takes it off the list once its thread has reaped it. */
+struct cli_child {
+    pid_t pid;
+    struct cli_child *prev, *next;
+};
+void cli_reap_begin(void);
+void cli_reap_end(struct cli_child *c, pid_t pid);
+void cli_reap_forget(struct cli_child *c);
 
 /* shared.c: open the limiter of --limiter or --redis, if either was given
  * (*lim stays NULL otherwise).  0, or CLI_EXIT_ERROR after a message. */

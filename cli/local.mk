@@ -11,6 +11,7 @@ cli_aiometer_SOURCES = \
 	cli/spawn.c \
 	cli/output.c \
 	cli/retry.c \
+	cli/reap.c \
 	cli/shared.c
 # With libaiometer-redis (configure found hiredis: redis/local.mk), --redis
 # opens a fleet-wide limiter through it; without, --redis is an error.

@@ -187,8 +187,9 @@ static int pidfd_of(pid_t pid)
 }
 
 /* Run the child to its end, capturing its output into the job's sinks. */
-static void supervise(struct cli_job *job, pid_t pid, int out_r, int err_r)
+static void supervise(struct cli_job *job, struct cli_child *child, int out_r, int err_r)
 {
+    pid_t pid = child->pid;
     const struct cli_config *cfg = cli_the_run->cfg;
     int pidfd = pidfd_of(pid), cancel_fd = aiometer_cancel_fd();
     uint64_t start = cli_now_ns(), expire = 0, kill_at = 0;
@@ -258,6 +259,7 @@ static void supervise(struct cli_job *job, pid_t pid, int out_r, int err_r)
             pid_t r = waitpid(pid, &status, pidfd < 0 ? WNOHANG : 0);
             if (r == pid || (r < 0 && errno != EINTR)) {
                 exited = 1;
+                cli_reap_forget(child);
                 /* What it wrote before it ended is in the pipes now; a
                  * child it left behind may keep them open, and is not
                  * waited for unless the job is being killed. */
@@ -328,6 +330,7 @@ void *cli_run_job(void *arg)
     struct cli_run *run = cli_the_run;
     const struct cli_config *cfg = run->cfg;
     int out[2] = {-1, -1}, err[2] = {-1, -1};
+    struct cli_child child;
     struct timespec rt;
     char **argv;
     pid_t pid;
@@ -367,7 +370,9 @@ void *cli_run_job(void *arg)
     if (!cfg->ungroup && (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)) {
         job->spawn_err = errno;
     } else {
+        cli_reap_begin();
         job->spawn_err = spawn(argv, out[1], err[1], &pid);
+        cli_reap_end(&child, job->spawn_err ? -1 : pid);
     }
     if (out[1] >= 0)
         close(out[1]);
@@ -391,7 +396,7 @@ void *cli_run_job(void *arg)
         if (err[0] >= 0)
             close(err[0]);
     } else {
-        supervise(job, pid, out[0], err[0]);
+        supervise(job, &child, out[0], err[0]);
     }
     cli_free_argv(argv);
 done:

@@ -6,7 +6,8 @@
 #                         --dry-run, --joblog, --halt soon, exit statuses
 #   tests/cli_order.sh    -k against sleeps in reverse; grouped output
 #   tests/cli_rate.sh     -r and --burst, measured at the jobs' own starts
-#   tests/cli_kill.sh     --timeout, --halt now, --deadline, SIGINT, SIGTERM
+#   tests/cli_kill.sh     --timeout, --halt now, --deadline, SIGINT, SIGTERM;
+#                         what jobs leave behind is reaped
 #   tests/cli_memory.sh   1e6 input lines under 16 MiB of RSS
 #   tests/cli_limiter.sh  --limiter NAME shared by two invocations
 #   tests/cli_retry.sh    --retries: backoff, the joblog, --halt, --timeout

@@ -187,4 +187,27 @@ stop_on_signal() {
 stop_on_signal INT 130
 stop_on_signal TERM 255
 
+# What a job leaves behind is reaped when it ends, even after the job is
+# over (aiometer is a child subreaper).  Twenty jobs each leave a 0.3 s
+# sleep behind and end at once; the last one runs 3 s, so the run is still
+# on 2 s in, when its zombie children are counted.  (Before: 20.)
+"$AIOMETER" -j 2 sh -c 'sleep 0.3 > /dev/null 2>&1 & sleep $1' sh \
+    ::: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 3 &
+pid=$!
+watchdog $pid
+sleep 2
+zombies=$(ps -eo ppid=,stat= | awk -v p=$pid '$1 == p && $2 ~ /Z/' | wc -l)
+wait $pid
+rc=$?
+kill $dog 2>/dev/null
+[ "$rc" -eq 0 ] || eco_fail "leftovers: exit status $rc, expected 0"
+[ "$zombies" -eq 0 ] || eco_fail "leftovers: $zombies zombies 2 s in, expected none"
+# Reaping them never takes a job's own exit status: 300 jobs, each leaving
+# a child that ends about when it does, exit with their number modulo 4.
+seq 0 299 | am -j 8 --joblog log sh -c 'sleep 0.01 & exit $(($1 % 4))' sh
+rc=$?
+[ "$rc" -eq 101 ] || eco_fail "statuses among leftovers: exit status $rc, expected 101"
+awk -F '\t' 'NR > 1 && $4 != ($1 - 1) % 4 { print; bad = 1 } END { exit bad || NR != 301 }' log ||
+    eco_fail "statuses among leftovers: a job's status was lost: $(awk -F '\t' 'NR > 1 && $4 != ($1 - 1) % 4' log | head -5)"
+
 eco_finish
