@@ -212,6 +212,7 @@ int main(int argc, char **argv)
      * command ends, so that a kill can tell when its whole group is gone
      * (reaped) instead of waiting on zombies for some init to collect. */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
+    cli_raise_fd_limit();
     stop_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 

@@ -213,6 +213,11 @@ extern struct cli_run *cli_the_run;
 int cli_job_failed(const struct cli_job *job);
 void cli_job_free(struct cli_job *job);
 
+/* Raise the soft limit on open descriptors to the hard one: with -k, each
+ * finished job that waits for an earlier one keeps its sinks' temporary
+ * files open. */
+void cli_raise_fd_limit(void);
+
 /* Append to a sink; 0 or an errno value.  After an error the sink keeps
  * what it had and takes nothing more: s->err says why. */
 int cli_sink_append(struct cli_sink *s, const char *data, size_t n);

@@ -20,6 +20,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -48,6 +49,19 @@ const char *cli_sink_dir(void)
     const char *dir = getenv("TMPDIR");
 
     return dir && *dir ? dir : "/tmp";
+}
+
+void cli_raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    /* The soft limit is often 1024 for the sake of select(), which we do
+     * not use; a job that cannot get a descriptor fails.  Jobs inherit
+     * the raised limit (posix_spawn cannot set it back for them). */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 /* Where the output outgrows memory: an unlinked temporary file. */

@@ -38,4 +38,19 @@ esac
 am -u -j 2 sh -c "$big" ::: 1 2 > out
 [ "$(wc -l < out)" -eq 32768 ] || eco_fail "-u lost output: $(wc -l < out) lines"
 
+# With -k, each finished job that waits for a slow first one keeps its two
+# temporary files open (just over 64 KiB per stream): some 1200 descriptors
+# here.  aiometer raises the soft limit to the hard one, so under a soft
+# limit of 1024 no job fails with "Too many open files" (before: 130 or
+# so did, exit 101).  Only where the hard limit leaves room for it.
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -ge 4096 ]; then
+    bytes=$( (ulimit -Sn 1024 && seq 800 | am -k -j 150 sh -c \
+        '[ $1 = 1 ] && sleep 2; head -c 65537 /dev/zero; head -c 65537 /dev/zero >&2' sh \
+        2> err; echo $? > rc) | wc -c)
+    rc=$(cat rc)
+    [ "$rc" -eq 0 ] && [ "$bytes" -eq 52429600 ] && [ "$(wc -c < err)" -eq 52429600 ] ||
+        eco_fail "-k with 800 jobs over 64 KiB, soft limit 1024: exit status $rc, $bytes bytes out, $(grep -c 'Too many open files' err) 'Too many open files'"
+fi
+
 eco_finish
