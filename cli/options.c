@@ -151,13 +151,15 @@ static int parse_positive(const char *opt, const char *s, double max, double *ou
     char *end;
     double v;
 
-    errno = 0;
+    /* strtod's ERANGE is no verdict of its own: an overflow is infinite
+     * (too large below), and an underflow is a tiny value, or 0 (not
+     * above 0). */
     v = strtod(s, &end);
-    if (*end != '\0' || end == s || !isfinite(v))
+    if (*end != '\0' || end == s || isnan(v))
         return bad_value(opt, s, "not a number");
     if (v <= 0)
         return bad_value(opt, s, "must be above 0");
-    if (errno == ERANGE || v > max)
+    if (v > max)
         return bad_value(opt, s, "too large");
     *out = v;
     return 0;

@@ -206,6 +206,19 @@ rc=$?
 [ "$(tr '\n' ' ' < out)" = "out 3 out 2 out 1 " ] ||
     eco_fail "-k, jobs in backoff at the deadline: not in input order: '$(tr '\n' ' ' < out)'"
 
+# A tiny delay is a delay above 0, though strtod says ERANGE for it (an
+# underflow): the job runs twice.  (Before: refused as "too large".)
+rm -f count.*
+am --retries 1 --retry-delay 1e-320 ./flaky ::: a > /dev/null 2> err
+rc=$?
+[ "$rc" -eq 1 ] && [ "$(runs a)" -eq 2 ] ||
+    eco_fail "--retry-delay 1e-320: exit status $rc, ran $(runs a) times: $(cat err)"
+msg=$(am --deadline 1e400 true 2>&1)
+case $msg in
+*"too large"*) ;;
+*) eco_fail "--deadline 1e400: '$msg', expected 'too large'" ;;
+esac
+
 # Bad values: 255, a message naming the option, and no job started.
 for bad in "--retries -1" "--retries x" "--retries 1001" "--retry-delay 1" \
            "--retries 1 --retry-delay 0" "--retries 1 --retry-max-delay nan" \
