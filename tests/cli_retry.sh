@@ -199,8 +199,10 @@ awk -F '\t' '
 
 # -k and jobs stopped while waiting to retry: written in input order, not
 # in the order they began to wait (3, 2, 1 here: the sleeps run in reverse).
+# The output comes before the sleep, so that a second attempt (a backoff
+# under a second, rare) killed by the deadline still has it.
 am -k -j 3 --retries 1 --retry-delay 100 --retry-max-delay 100 --deadline 1 \
-    sh -c 'sleep 0.$1; echo out $1; exit 1' sh ::: 3 2 1 > out 2> /dev/null
+    sh -c 'echo out $1; sleep 0.$1; exit 1' sh ::: 3 2 1 > out 2> /dev/null
 rc=$?
 [ "$rc" -eq 3 ] || eco_fail "-k, jobs in backoff at the deadline: exit status $rc, expected 3"
 [ "$(tr '\n' ' ' < out)" = "out 3 out 2 out 1 " ] ||
