@@ -321,6 +321,17 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
          * no participant then means nothing runs.  Read the other way
          * round, a worker could join and claim the last job in between. */
         if (!aiometer__call_has_work(c) && atomic_load(&c->participants) == 0) {
+            if (atomic_load(&c->parked) > 0) {
+                /* Stopped with jobs parked for a retry and no participant
+                 * left to end them (retry.c hands them out once the call
+                 * stops): the consumer ends them itself, so that their
+                 * places are passed over, or hold their errors, before
+                 * the end is told. */
+                aiometer__unlock(&c->lock);
+                aiometer__call_help(c, 0);
+                aiometer__lock(&c->lock);
+                continue;
+            }
             /* Nothing runs, nothing is left, nothing is buffered.  A
              * failure was told above; the end tells a cancellation or a
              * timeout, whose code the verdict gives. */

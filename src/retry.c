@@ -229,10 +229,16 @@ int aiometer__retry_next(struct aiometer__call *c, struct aiometer__retry *re, i
         uint64_t first;
 
         aiometer__call_check_deadline_locked(c);
-        if (atomic_load(&c->stop) != AIOMETER__GOING || c->rq.n == 0)
+        if (c->rq.n == 0)
             break;
         first = aiometer__retry_heap_first(&c->rq);
-        if (first <= aiometer__now_ns()) {
+        /* Once the call has stopped no parked job runs again, and each is
+         * handed out at once, due or not: run_job ends it there (with its
+         * last error, or as never started) through the call's policy, so an
+         * amap in input order passes its place and hands out the results
+         * behind it.  Left in the heap until the call's end, it held them
+         * back for good (aiometer(1) -k lost them). */
+        if (atomic_load(&c->stop) != AIOMETER__GOING || first <= aiometer__now_ns()) {
             got = aiometer__retry_heap_pop(&c->rq, re);
             atomic_store(&c->parked, c->rq.n);
             if (re->wait == AIOMETER__WAIT_SLOT)

@@ -40,7 +40,11 @@ static void fail_for_good(struct aiometer__call *c, struct aiometer__local *L, s
     L->failed++;
     if (c->progress)
         atomic_fetch_add(&c->p_failed, 1);
-    if (c->policy->fail_stops && !c->keep_going)
+    /* A call that has already stopped (a cancellation, the deadline, a
+     * win) does not take this job's error for its own: the job ended
+     * because of the stop, and the stop says what the call returns. */
+    if (c->policy->fail_stops && !c->keep_going &&
+        atomic_load(&c->stop) == AIOMETER__GOING)
         aiometer__call_stop(c, AIOMETER__STOP_FAILED, err, j);
     aiometer__job_failed(c, j, err, NULL);
 }
@@ -108,9 +112,13 @@ void aiometer__run_job(struct aiometer__call *c, struct aiometer__ctx *ctx,
     /* Relaxed: this is only a shortcut past jobs of a stopped call.  A job
      * that sees a stale "going" starts as it would have a moment earlier;
      * the claim that gave it out read stop with acquire. */
-    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING)
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed) != AIOMETER__GOING) {
         ready = -1;
-    else if (c->keyed)
+        /* A job parked for its start holds its key's slot; a stop hands it
+         * out anyway (retry.c), and it does not run. */
+        if (re && re->hold)
+            c->shared->be.release(c->shared->state, re->key);
+    } else if (c->keyed)
         ready = aiometer__key_ready(c, L, j, source_arg, re, &ctx->key, &ctx->slot);
     else if ((c->capped && !(ctx->slot = aiometer__take_slot(c, j))) ||
              (rated && !aiometer__wait_rate(c, L, j, 0)))

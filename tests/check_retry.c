@@ -702,6 +702,78 @@ START_TEST(test_stop_ends_backoff)
 }
 END_TEST
 
+/* ---- ordered amap: a stop while the first job is in its backoff ------------- */
+
+enum { OSTOP_DEADLINE, OSTOP_CANCEL, OSTOP_KEEP_GOING, OSTOP_COUNT };
+enum { OSTOP_JOBS = 6 };
+
+typedef struct ostop_cancel {
+    aiometer_amap *it;
+} ostop_cancel;
+
+static void *ostop_canceller(void *arg)
+{
+    ostop_cancel *oc = arg;
+
+    tu_sleep(0.3);
+    ck_assert_int_eq(aiometer_amap_cancel(oc->it), 0);
+    return NULL;
+}
+
+/* In input order, job 0 asks to be retried in 10 s and jobs 1-5 return at
+ * once; then the deadline or a cancel (0.3 s in) stops the call.  Jobs 1-5
+ * finished, so their results must still come out, in order, before the
+ * end: the place of job 0, which will never run again, is passed over (or,
+ * with keep_going, holds its last error).  Before the fix the stream stuck
+ * at job 0's place and ended with no result at all. */
+START_TEST(test_ordered_amap_stop_in_backoff)
+{
+    aiometer_pool *pool = make_pool(4);
+    aiometer_options o = { 0 };
+    aiometer_amap *it = NULL;
+    ostop_cancel oc;
+    pthread_t t;
+    rjob jobs[OSTOP_JOBS];
+    void *args[OSTOP_JOBS], *r;
+    size_t idx, next_idx = 1;
+    int err, stop_err = _i == OSTOP_CANCEL ? ECANCELED : ETIMEDOUT;
+
+    rjob_init(&jobs[0], -1, EAGAIN, 10.0);
+    for (int i = 1; i < OSTOP_JOBS; i++)
+        rjob_init(&jobs[i], 0, 0, 0);
+    for (int i = 0; i < OSTOP_JOBS; i++)
+        args[i] = &jobs[i];
+    o.pool = pool;
+    o.ordered = 1;
+    o.retries = 3;
+    o.keep_going = _i == OSTOP_KEEP_GOING;
+    if (_i != OSTOP_CANCEL)
+        o.timeout = 0.3;
+    ck_assert_int_eq(aiometer_amap_open(&it, rjob_fn, args, OSTOP_JOBS, &o), 0);
+    if (_i == OSTOP_CANCEL) {
+        oc.it = it;
+        tu_thread_start(&t, ostop_canceller, &oc);
+    }
+    if (_i == OSTOP_KEEP_GOING) {
+        /* keep_going: job 0's last error takes its place. */
+        ck_assert_int_eq(aiometer_amap_next(it, &r, &idx), EAGAIN);
+        ck_assert_uint_eq(idx, 0);
+    }
+    while ((err = aiometer_amap_next(it, &r, &idx)) == 0) {
+        ck_assert_uint_eq(idx, next_idx);
+        ck_assert_ptr_eq(r, &jobs[idx]);
+        next_idx++;
+    }
+    ck_assert_int_eq(err, stop_err);
+    ck_assert_uint_eq(next_idx, OSTOP_JOBS);
+    if (_i == OSTOP_CANCEL)
+        tu_thread_join(t);
+    ck_assert_int_eq(aiometer_amap_close(it), 0);
+    ck_assert_int_eq(runs(&jobs[0]), 1);
+    ck_assert_int_eq(aiometer_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- TCase keep_going -------------------------------------------------------- */
 
 /* 1,000 jobs, every 7th fails (indices 0, 7, ..., 994: 143 of them) with an
@@ -998,6 +1070,7 @@ Suite *retry_suite(void)
     tcase_add_test(tc, test_after_honoured);
     tcase_add_loop_test(tc, test_backoff_holds_no_slot, 0, 2);
     tcase_add_loop_test(tc, test_stop_ends_backoff, 0, STOP_COUNT);
+    tcase_add_loop_test(tc, test_ordered_amap_stop_in_backoff, 0, OSTOP_COUNT);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("exhausted");
