@@ -294,6 +294,16 @@ int main(int argc, char **argv)
             struct cli_job *job = result;
 
             cli_held_remove(&run, job);
+            if (cfg.keep_order) {
+                /* Jobs before this one that a stop ended in their backoff:
+                 * the library passed over their places (retry.c). */
+                left.output_gone = output_gone;
+                cli_retry_passed_over(&run, job->seq, report_leftover, &left);
+                if (left.output_gone && !output_gone) {
+                    output_gone = error_seen = 1;
+                    cli_cancel_run(&run);
+                }
+            }
             if (!output_gone && cli_output_job(&cfg, job) != 0) {
                 /* The output is gone: stop everything, keep the rest quiet. */
                 output_gone = error_seen = 1;

@@ -153,6 +153,11 @@ void cli_held_remove(struct cli_run *run, struct cli_job *job);
 /* As the next attempt begins, keep the last one's figures for --joblog,
  * which writes one line per attempt. */
 void cli_retry_record(const struct cli_config *cfg, struct cli_job *job);
+/* With -k, before job seq is written: the parked jobs before it, which a
+ * stop ended in their backoff and the library passed over, in input order,
+ * each passed to report and freed (as cli_retry_leftovers does). */
+void cli_retry_passed_over(struct cli_run *run, size_t seq,
+                           void (*report)(struct cli_job *job, void *arg), void *arg);
 /* After the call was closed: the jobs still held, which the library never
  * handed back, in input order.  Each is passed to report (which writes it,
  * and counts it as failed if it is parked: its last attempt failed) and

@@ -16,8 +16,10 @@
  * moment its function returns it until the main thread takes it from
  * aiometer_amap_next: once the call is closed, what is left there is
  * exactly what was never handed back, and the main thread writes it, in
- * input order (which with -k continues the order of what came before, as
- * the first gap is the earliest of them). */
+ * input order.  With -k the library passes over the place of such a job
+ * once the stop has ended it, and hands back what finished behind it; so
+ * before the main thread writes job k, it writes the parked jobs before k
+ * (cli_retry_passed_over), and the input order holds throughout. */
 #include "config.h"
 #include "cli.h"
 
@@ -84,6 +86,63 @@ static int by_seq(const void *a, const void *b)
     return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
+/* Write the jobs of `all` (n of them) in input order, and free them. */
+static void report_sorted(struct cli_job **all, size_t n,
+                          void (*report)(struct cli_job *job, void *arg), void *arg)
+{
+    qsort(all, n, sizeof(*all), by_seq);
+    for (size_t i = 0; i < n; i++) {
+        all[i]->prev = all[i]->next = NULL;
+        /* A parked job's last attempt is in its fields, not yet recorded:
+         * attempts are recorded as the next one begins. */
+        report(all[i], arg);
+        cli_job_free(all[i]);
+    }
+}
+
+void cli_retry_passed_over(struct cli_run *run, size_t seq,
+                           void (*report)(struct cli_job *job, void *arg), void *arg)
+{
+    struct cli_job *job, *next, *taken = NULL, **all;
+    size_t n = 0, i;
+
+    pthread_mutex_lock(&run->held_lock);
+    for (job = run->held; job; job = next) {
+        next = job->next;
+        if (!job->parked || job->seq >= seq)
+            continue;
+        if (job->prev)
+            job->prev->next = job->next;
+        else
+            run->held = job->next;
+        if (job->next)
+            job->next->prev = job->prev;
+        job->prev = NULL;
+        job->next = taken;
+        taken = job;
+        n++;
+    }
+    pthread_mutex_unlock(&run->held_lock);
+    if (n == 0)
+        return;
+    all = malloc(n * sizeof(*all));
+    if (!all) {
+        /* No memory to sort them: write them all the same, out of order,
+         * rather than lose any. */
+        for (job = taken; job; job = next) {
+            next = job->next;
+            job->next = NULL;
+            report(job, arg);
+            cli_job_free(job);
+        }
+        return;
+    }
+    for (i = 0, job = taken; job; job = job->next)
+        all[i++] = job;
+    report_sorted(all, n, report, arg);
+    free(all);
+}
+
 void cli_retry_leftovers(struct cli_run *run, void (*report)(struct cli_job *job, void *arg),
                          void *arg)
 {
@@ -111,13 +170,6 @@ void cli_retry_leftovers(struct cli_run *run, void (*report)(struct cli_job *job
     }
     for (i = 0; job; job = job->next)
         all[i++] = job;
-    qsort(all, n, sizeof(*all), by_seq);
-    for (i = 0; i < n; i++) {
-        all[i]->prev = all[i]->next = NULL;
-        /* A parked job's last attempt is in its fields, not yet recorded:
-         * attempts are recorded as the next one begins. */
-        report(all[i], arg);
-        cli_job_free(all[i]);
-    }
+    report_sorted(all, n, report, arg);
     free(all);
 }
