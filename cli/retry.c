@@ -10,8 +10,7 @@
  *
  * When the call stops while a job waits out its backoff (--halt now,
  * --deadline, a signal), the library ends the wait, never runs the job
- * again and never hands it back.  With -k that job is also a gap in the
- * input order, and the library hands back nothing that finished behind it.
+ * again and never hands it back (with -k it passes over its place).
  * So every job the library holds is on the run's held list, from the
  * moment its function returns it until the main thread takes it from
  * aiometer_amap_next: once the call is closed, what is left there is
