@@ -4,8 +4,10 @@
  * completion queue.  Jobs
  * run on the pool's threads; the consumer takes results in aiometer_amap_next
  * and runs a job itself only when no thread of the pool comes to help (a
- * saturated pool, or an amap opened by a job of a one-thread pool). */
+ * saturated pool, or an amap opened by a job of a one-thread pool).
+ * Cancelling and closing it are in amap_close.c. */
 #include "config.h"
+#include "amap_impl.h"
 #include "call.h"
 #include "clock.h"
 #include "syscalls.h"
@@ -20,47 +22,6 @@
 #define AIOMETER__AMAP_SLOT_BUFFER 4
 #define AIOMETER__AMAP_MIN_BUFFER 256
 
-/* Results the consumer takes from the queue per lock hold, at most.  It
- * must fit the 16-bit fields of take_state below. */
-#define AIOMETER__AMAP_TAKE 64
-
-/* The take buffer's state word: (generation << 32) | (head << 16) | end.
- * Results [head, end) are waiting; the generation changes on every fill. */
-#define TAKE_STATE(gen, head, end)                                                         \
-    (((uint64_t)(gen) << 32) | ((uint64_t)(head) << 16) | (uint64_t)(end))
-#define TAKE_HEAD(s) ((size_t)(((s) >> 16) & 0xffff))
-#define TAKE_END(s) ((size_t)((s)&0xffff))
-#define TAKE_GEN(s) ((uint32_t)((s) >> 32))
-
-struct aiometer_amap {
-    struct aiometer__call call;
-    struct aiometer__cq cq;
-    uint64_t alone_since; /* when the consumer last saw no participant (0: it
-                           * did not); see aiometer__call_help_if_alone_locked */
-    int end;         /* what next returned at the end (0: not yet) */
-    /* The jobs' function is known to be short (handoff.c): consumers run
-     * batches of jobs themselves when no result is ready, `batch` jobs at a
-     * time (adapted as the participants' batches are, jobloop.c). */
-    int tiny;
-    atomic_size_t batch;
-    /* Results taken from the queue in one hold of the call's lock and not
-     * yet handed out.  Several threads may consume at once, and each result
-     * still goes to exactly one of them, without a lock per result (a
-     * mutex's lock and unlock were 40 % of W7's time, bench/README):
-     * - Only a holder of the call's lock fills the buffer, and only when it
-     *   is empty (head == end): it stores the slots, then publishes a new
-     *   state with the next generation (release).
-     * - A consumer reads the state (acquire), then the slot at head, then
-     *   moves head on with a compare-and-swap of the whole state word.  If
-     *   the buffer was refilled meanwhile the generation differs and the
-     *   swap fails, so a slot read during a refill is never handed out.
-     * The slots are atomics (relaxed) because such a read may overlap a
-     * refill's writes. */
-    _Atomic uint64_t take_state;
-    _Atomic(void *) l_result[AIOMETER__AMAP_TAKE];
-    atomic_size_t l_index[AIOMETER__AMAP_TAKE];
-    atomic_int l_err[AIOMETER__AMAP_TAKE]; /* keep_going: a failure in place of a result */
-};
 
 /* Open an iterator over n jobs fn(args[i]), or over a lazy source when
  * `source` is given: make the call and its completion queue, then post the
@@ -360,101 +321,5 @@ int aiometer_amap_next(aiometer_amap *it, void **result, size_t *index)
     }
     aiometer__unlock(&c->lock);
     aiometer__nocancel_end(cs, 0);
-    return ret;
-}
-
-int aiometer_amap_cancel(aiometer_amap *it)
-{
-    if (!it)
-        return EINVAL;
-    aiometer__call_stop(&it->call, AIOMETER__STOP_CANCELLED, 0, 0);
-    return 0;
-}
-
-/* Free a finished iterator. */
-static void amap_free(aiometer_amap *it)
-{
-    aiometer__cq_destroy(&it->cq);
-    aiometer__free(it);
-}
-
-/* The thread in aiometer_amap_close is ending inside a job it ran
- * (pthread_exit): the call has been stopped and its participation undone
- * (participant_unwound in jobloop.c).  Nobody will close the iterator now,
- * so this cleanup handler does. */
-static void close_unwound(void *arg)
-{
-    aiometer_amap *it = arg;
-
-    aiometer__call_wait(&it->call);
-    aiometer__call_finish(&it->call);
-    amap_free(it);
-}
-
-static void amap_free_unwound(void *arg)
-{
-    amap_free(arg);
-}
-
-/* Finish the call and free the iterator.  The final progress report may
- * end this thread (call.c): the iterator goes with it. */
-static void close_finish(aiometer_amap *it)
-{
-    pthread_cleanup_push(amap_free_unwound, it);
-    aiometer__call_finish(&it->call);
-    pthread_cleanup_pop(0);
-    amap_free(it);
-}
-
-/* Help with the jobs left, if the consumer may, and wait for them all. */
-static void close_wait(aiometer_amap *it)
-{
-    struct aiometer__call *c = &it->call;
-
-    pthread_cleanup_push(close_unwound, it);
-    if (c->deadline == AIOMETER__NEVER)
-        aiometer__call_help(c, 0);
-    aiometer__call_wait(c);
-    pthread_cleanup_pop(0);
-}
-
-int aiometer_amap_close(aiometer_amap *it)
-{
-    struct aiometer__call *c;
-    int ret = 0, cs;
-
-    if (!it)
-        return EINVAL;
-    c = &it->call;
-    cs = aiometer__nocancel_begin();
-    aiometer__lock(&c->lock);
-    if (atomic_load(&c->stop) == AIOMETER__GOING) {
-        /* Leaving the block: the jobs still run, their results go nowhere,
-         * and nothing holds them back any more. */
-        aiometer__cq_discard(&it->cq);
-        pthread_cond_broadcast(&c->space_cv);
-    }
-    aiometer__unlock(&c->lock);
-    close_wait(it);
-
-    /* Close returns what next has not told: a failure not yet reported
-     * (even one that came after a cancellation), or a timeout. */
-    if (c->keep_going) {
-        /* Failures went through the queue: one not taken is still news. */
-        if (it->cq.errs_undelivered)
-            ret = c->err;
-        uint64_t s = atomic_load(&it->take_state);
-
-        for (size_t i = TAKE_HEAD(s); i < TAKE_END(s) && !ret; i++)
-            if (atomic_load_explicit(&it->l_err[i], memory_order_relaxed))
-                ret = c->err;
-        if (!ret && atomic_load(&c->stop) == AIOMETER__STOP_TIMEOUT && it->end != ETIMEDOUT)
-            ret = ETIMEDOUT;
-    } else if (c->err && !c->err_reported)
-        ret = c->err;
-    else if (atomic_load(&c->stop) == AIOMETER__STOP_TIMEOUT && it->end != ETIMEDOUT)
-        ret = aiometer__call_verdict(c);
-    close_finish(it);
-    aiometer__nocancel_end(cs, 1);
     return ret;
 }

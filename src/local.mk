@@ -22,8 +22,9 @@ src_libaiometer_la_SOURCES = \
 	src/cancel.c \
 	src/cancelfd.c \
 	src/progress.c \
+	src/finish.c \
 	src/run.c \
-	src/amap.c \
+	src/amap.c src/amap_impl.h src/amap_close.c \
 	src/version.c
 src_libaiometer_la_CPPFLAGS = $(AM_CPPFLAGS) -DAIOMETER_BUILDING
 src_libaiometer_la_CFLAGS = $(AM_CFLAGS) $(VISIBILITY_CFLAGS)
