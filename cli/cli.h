@@ -133,6 +133,10 @@ struct cli_run {
      * prev, next and parked; nothing else is done while it is held. */
     pthread_mutex_t held_lock;
     struct cli_job *held;
+    /* How many of the held jobs are parked: written under held_lock, read
+     * without it, so that with -k a job handed back looks for parked jobs
+     * before it (cli_retry_passed_over) only when there are any. */
+    atomic_size_t nparked;
 };
 
 /* The error a failed attempt passes to aiometer_retry.  The library hands

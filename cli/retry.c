@@ -42,6 +42,8 @@ void cli_held_add(struct cli_run *run, struct cli_job *job, int parked)
 {
     pthread_mutex_lock(&run->held_lock);
     job->parked = parked;
+    if (parked)
+        atomic_fetch_add(&run->nparked, 1);
     job->prev = NULL;
     job->next = run->held;
     if (run->held)
@@ -60,6 +62,8 @@ void cli_held_remove(struct cli_run *run, struct cli_job *job)
     if (job->next)
         job->next->prev = job->prev;
     job->prev = job->next = NULL;
+    if (job->parked)
+        atomic_fetch_sub(&run->nparked, 1);
     job->parked = 0;
     pthread_mutex_unlock(&run->held_lock);
 }
@@ -105,6 +109,9 @@ void cli_retry_passed_over(struct cli_run *run, size_t seq,
     struct cli_job *job, *next, *taken = NULL, **all;
     size_t n = 0, i;
 
+    /* The common case, on every job handed back: nothing is parked. */
+    if (atomic_load(&run->nparked) == 0)
+        return;
     pthread_mutex_lock(&run->held_lock);
     for (job = run->held; job; job = next) {
         next = job->next;
@@ -121,6 +128,7 @@ void cli_retry_passed_over(struct cli_run *run, size_t seq,
         taken = job;
         n++;
     }
+    atomic_fetch_sub(&run->nparked, n);
     pthread_mutex_unlock(&run->held_lock);
     if (n == 0)
         return;
@@ -152,6 +160,7 @@ void cli_retry_leftovers(struct cli_run *run, void (*report)(struct cli_job *job
     pthread_mutex_lock(&run->held_lock);
     job = run->held;
     run->held = NULL;
+    atomic_store(&run->nparked, 0);
     pthread_mutex_unlock(&run->held_lock);
     for (next = job; next; next = next->next)
         n++;
